@@ -1,0 +1,17 @@
+"""Errors adlight raises for bad user input.
+
+Every error a user can cause derives from :class:`AdlightError`; the CLI prints these as
+one clear line (naming the file, argument or value) instead of a traceback.
+"""
+
+
+class AdlightError(Exception):
+    """Base class for errors caused by user input or configuration."""
+
+
+class DataError(AdlightError, ValueError):
+    """A dataset root, file, image or mask is missing or unusable."""
+
+
+class ConfigError(AdlightError, ValueError):
+    """Arguments that cannot work together (sizes, channels, thresholds, ...)."""
