@@ -1,0 +1,19 @@
+"""Plain-torch networks (no Lightning): one file per paper family.
+
+Autoencoders subclass :class:`~adlight.nets.autoencoder.Autoencoder` and follow the
+"Networks" contract in ``docs/contracts.md``.
+"""
+
+from adlight.nets.autoencoder import Autoencoder, AutoencoderOutput
+from adlight.nets.fadaeinejad import FadaeinejadAE
+from adlight.nets.wilmet import KDCAE, NICAE
+from adlight.nets.zhao_karray import ZhaoKarrayAE
+
+__all__ = [
+    "KDCAE",
+    "NICAE",
+    "Autoencoder",
+    "AutoencoderOutput",
+    "FadaeinejadAE",
+    "ZhaoKarrayAE",
+]
