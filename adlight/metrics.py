@@ -1,0 +1,236 @@
+"""Image- and pixel-level anomaly metrics on top of torchmetrics.
+
+Why scores are rescaled before torchmetrics sees them: torchmetrics' binary curve metrics
+apply a sigmoid to any batch of predictions that leaves [0, 1], batch by batch. Anomaly
+scores are unbounded (a KDE log-density, a squared error), so scores of 30..50 saturate to
+ties (measured: AUROC 0.50 instead of 1.00) and batches on either side of 1.0 are mapped
+differently. We therefore gather the raw scores of the whole epoch first and min-max
+rescale them once; the map is monotone, so AUROC and every threshold keep their meaning,
+and thresholds are reported back in raw score units.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchmetrics.aggregation import CatMetric
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_confusion_matrix,
+    binary_f1_score,
+    binary_precision,
+    binary_precision_recall_curve,
+    binary_recall,
+    binary_roc,
+)
+
+from adlight.errors import ConfigError
+
+THRESHOLD_MODES = ("val_f1",)
+
+
+def rescale_unit(scores: Tensor) -> Tensor:
+    """Min-max rescale to [0, 1] in float64 (monotone, so rankings are unchanged)."""
+    scores = scores.detach().double()
+    low, high = scores.min(), scores.max()
+    if high <= low:
+        return torch.zeros_like(scores)
+    return (scores - low) / (high - low)
+
+
+def has_both_classes(labels: Tensor) -> bool:
+    return bool((labels == 0).any() and (labels == 1).any())
+
+
+def auroc(scores: Tensor, labels: Tensor) -> float:
+    """AUROC of raw anomaly scores; NaN when only one class is present."""
+    labels = labels.long().flatten()
+    if not has_both_classes(labels):
+        return math.nan
+    return float(binary_auroc(rescale_unit(scores.flatten()), labels))
+
+
+def roc_curve(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """False- and true-positive rates of raw scores (for plots)."""
+    fpr, tpr, _ = binary_roc(rescale_unit(scores.flatten()), labels.long().flatten())
+    return fpr, tpr
+
+
+def f1_curve(scores: Tensor, labels: Tensor, bins: int | None = None) -> tuple[Tensor, Tensor]:
+    """F1 at every candidate threshold, with the thresholds in raw score units.
+
+    ``bins=None`` uses every distinct score (exact); an int uses that many evenly spaced
+    thresholds, which keeps memory constant for millions of pixels.
+    """
+    scores = scores.flatten()
+    unit = rescale_unit(scores)
+    precision, recall, thresholds = binary_precision_recall_curve(
+        unit, labels.long().flatten(), thresholds=bins
+    )
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
+    low, high = scores.min().double(), scores.max().double()
+    return f1, low + thresholds.double() * (high - low)
+
+
+def f1_optimal_threshold(scores: Tensor, labels: Tensor) -> float:
+    """The raw score threshold (predict anomalous when score >= t) that maximises F1."""
+    labels = labels.long().flatten()
+    if not has_both_classes(labels):
+        raise ConfigError(
+            "an F1-optimal threshold needs normal and anomalous samples in the validation "
+            "split; give a fixed threshold instead (e.g. --model.image_threshold 0.5)"
+        )
+    scores = scores.flatten()
+    f1, _ = f1_curve(scores, labels)
+    _, _, unit_thresholds = binary_precision_recall_curve(rescale_unit(scores), labels)
+    best = unit_thresholds[int(torch.argmax(f1))]
+    # return the raw score that sits exactly at the chosen threshold, so that the same
+    # sample lands on the same side of it in raw units as it did in rescaled units
+    return float(scores.double()[rescale_unit(scores) == best].min())
+
+
+def threshold_metrics(scores: Tensor, labels: Tensor, threshold: float) -> dict[str, float]:
+    """F1, precision, recall and confusion counts of ``score >= threshold``."""
+    predictions = (scores.flatten() >= threshold).long()
+    labels = labels.long().flatten()
+    tn, fp, fn, tp = binary_confusion_matrix(predictions, labels).flatten().tolist()
+    return {
+        "F1": float(binary_f1_score(predictions, labels)),
+        "precision": float(binary_precision(predictions, labels)),
+        "recall": float(binary_recall(predictions, labels)),
+        "TP": tp,
+        "FP": fp,
+        "TN": tn,
+        "FN": fn,
+    }
+
+
+def parse_threshold(value: float | str | None, argument: str) -> float | str | None:
+    """Validate a threshold argument: a number, ``"val_f1"`` or ``None`` (no threshold)."""
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None if value is None else float(value)
+    if value in THRESHOLD_MODES:
+        return value
+    raise ConfigError(
+        f"{argument} must be a number or one of {THRESHOLD_MODES}, got {value!r}"
+    )
+
+
+@dataclass
+class EpochOutputs:
+    """Everything one evaluation epoch produced, gathered from every process."""
+
+    index: Tensor
+    score: Tensor
+    label: Tensor
+    class_id: Tensor
+    anomaly_map: Tensor | None = None  # N x H x W
+    mask: Tensor | None = None  # N x H x W
+
+    @property
+    def has_pixels(self) -> bool:
+        return self.anomaly_map is not None and self.mask is not None
+
+
+class EpochCollector(torch.nn.Module):
+    """Collects per-image outputs over an epoch, synchronised across processes.
+
+    Built on torchmetrics' ``CatMetric`` so gathering over DDP ranks is torchmetrics'
+    job; :meth:`compute` then drops the duplicates that a ``DistributedSampler`` pads
+    the last batch with, using each sample's dataset ``index``.
+    """
+
+    FIELDS = ("index", "score", "label", "class_id", "anomaly_map", "mask")
+
+    def __init__(self) -> None:
+        super().__init__()
+        for field in self.FIELDS:
+            self.add_module(field, CatMetric(nan_strategy="disable"))
+        self._map_shape: tuple[int, int] | None = None
+
+    def update(self, batch: dict, outputs: dict) -> None:
+        n = outputs["score"].shape[0]
+        self.index.update(batch["index"].float())
+        self.score.update(outputs["score"].detach().float())
+        self.label.update(batch["label"].float())
+        class_id = batch.get("class_id", torch.full((n,), -1, device=outputs["score"].device))
+        self.class_id.update(class_id.float())
+        if "anomaly_map" in outputs and "mask" in batch:
+            amap = outputs["anomaly_map"].detach().float()
+            self._map_shape = tuple(amap.shape[-2:])
+            self.anomaly_map.update(amap.reshape(n, -1))
+            self.mask.update(batch["mask"].reshape(n, -1).float())
+
+    def compute(self) -> EpochOutputs:
+        index = self.index.compute().long()
+        # keep the first occurrence of each dataset index (DistributedSampler padding)
+        order = torch.argsort(index, stable=True)
+        keep = torch.ones_like(order, dtype=torch.bool)
+        keep[1:] = index[order][1:] != index[order][:-1]
+        order = order[keep]
+        out = EpochOutputs(
+            index=index[order],
+            score=self.score.compute()[order],
+            label=self.label.compute().long()[order],
+            class_id=self.class_id.compute().long()[order],
+        )
+        if self.anomaly_map.update_called and self._map_shape is not None:
+            h, w = self._map_shape
+            out.anomaly_map = self.anomaly_map.compute().reshape(-1, h, w)[order]
+            out.mask = self.mask.compute().reshape(-1, h, w)[order]
+        return out
+
+    @property
+    def updated(self) -> bool:
+        return self.score.update_called
+
+    def reset(self) -> None:
+        for field in self.FIELDS:
+            getattr(self, field).reset()
+
+
+def evaluate(
+    outputs: EpochOutputs,
+    image_threshold: float | None,
+    pixel_threshold: float | None,
+    pixel_f1_bins: int = 1000,
+) -> dict[str, float]:
+    """The report of one test epoch: AUROC, thresholded metrics, pixel metrics.
+
+    Keys are ``image_*`` and ``pixel_*``; ``pixel_F1_best`` is the best F1 over all tau
+    *on this split* (an oracle figure the papers report, never used as a threshold).
+    """
+    report: dict[str, float] = {
+        "image_AUROC": auroc(outputs.score, outputs.label),
+        "n_images": int(outputs.label.numel()),
+        "n_anomalous": int((outputs.label == 1).sum()),
+    }
+    if image_threshold is not None and not math.isnan(image_threshold):
+        for key, value in threshold_metrics(outputs.score, outputs.label, image_threshold).items():
+            report[f"image_{key}"] = value
+    if outputs.has_pixels:
+        pixel_scores, pixel_labels = outputs.anomaly_map.flatten(), outputs.mask.flatten()
+        report["pixel_AUROC"] = auroc(pixel_scores, pixel_labels)
+        if has_both_classes(pixel_labels.long()):
+            f1, _ = f1_curve(pixel_scores, pixel_labels, bins=pixel_f1_bins)
+            report["pixel_F1_best"] = float(f1.max())
+        if pixel_threshold is not None and not math.isnan(pixel_threshold):
+            for key, value in threshold_metrics(pixel_scores, pixel_labels, pixel_threshold).items():
+                if key in ("F1", "precision", "recall"):
+                    report[f"pixel_{key}"] = value
+    return report
+
+
+def per_class_auroc(outputs: EpochOutputs, class_names: list[str]) -> dict[str, float]:
+    """AUROC of each anomaly class against the normal images (the papers' per-class tables)."""
+    normal = outputs.label == 0
+    result = {}
+    for class_id in sorted(set(outputs.class_id[outputs.label == 1].tolist())):
+        chosen = normal | (outputs.class_id == class_id)
+        name = class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
+        result[name] = auroc(outputs.score[chosen], outputs.label[chosen])
+    return result
