@@ -1,0 +1,35 @@
+"""Datamodules, datasets, transforms and split helpers.
+
+Every datamodule yields the batch of ``docs/contracts.md``: ``image`` (N x C x H x W in [0, 1]),
+``label``, ``mask`` (when the data has masks), ``path``, ``index``, ``class_id``.
+"""
+
+from adlight.data.base import AnomalyDataModule, SplitDatasets
+from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
+from adlight.data.digits import DigitsDataModule
+from adlight.data.folder import FolderDataModule
+from adlight.data.images import IMAGE_EXTENSIONS, list_images, load_image, load_mask
+from adlight.data.mvtec import MVTEC_CATEGORIES, MVTEC_URL, MVTecDataModule
+from adlight.data.splits import stratified_split
+from adlight.data.transforms import build_transforms, eval_transform, train_transform
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MVTEC_CATEGORIES",
+    "MVTEC_URL",
+    "AnomalyDataModule",
+    "DigitsDataModule",
+    "FolderDataModule",
+    "ImageFileDataset",
+    "MVTecDataModule",
+    "Sample",
+    "SplitDatasets",
+    "TensorImageDataset",
+    "build_transforms",
+    "eval_transform",
+    "list_images",
+    "load_image",
+    "load_mask",
+    "stratified_split",
+    "train_transform",
+]

@@ -1,0 +1,252 @@
+"""The base every adlight datamodule derives from.
+
+A subclass implements :meth:`AnomalyDataModule._build_splits`, returning the train, val and
+test datasets and the class names; the base owns argument checks, dataloaders, the optional
+``predict_dir`` and ``split.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from adlight.data.datasets import ImageFileDataset, Sample
+from adlight.data.images import IMAGE_EXTENSIONS, list_images
+from adlight.data.transforms import eval_transform
+from adlight.errors import DataError
+
+SPLIT_FILE = "split.csv"
+
+
+@dataclass
+class SplitDatasets:
+    """What :meth:`AnomalyDataModule._build_splits` returns.
+
+    Datasets are :class:`ImageFileDataset` or :class:`TensorImageDataset` (anything with
+    ``rows()`` giving ``(path, label, class_id)``); ``val`` is ``None`` when there is no
+    validation split.
+    """
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset
+    class_names: list[str]
+
+
+def check_fraction(name: str, value: float, allow_one: bool = False) -> float:
+    """``value`` as float, or :class:`DataError` when it is not in [0, 1) (or [0, 1])."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = 0.0 <= value <= 1.0 if allow_one else 0.0 <= value < 1.0
+    if not ok:
+        interval = "[0, 1]" if allow_one else "[0, 1)"
+        raise DataError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DataError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class AnomalyDataModule(L.LightningDataModule):
+    """Base datamodule: batches follow ``docs/contracts.md``.
+
+    Args:
+        batch_size: images per batch in every stage.
+        num_workers: DataLoader worker processes (workers persist across epochs when > 0).
+        image_size: images (and masks) are resized to ``image_size x image_size``.
+        channels: 1 (grayscale) or 3 (RGB); files of the other kind are converted.
+        seed: seeds every split, so the same seed gives the same split on every process.
+        predict_dir: when given, ``predict_dataloader`` yields every image file under this
+            folder (recursively, sorted, ``label`` and ``class_id`` -1) instead of the test split.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        image_size: int = 128,
+        channels: int = 3,
+        seed: int = 0,
+        predict_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.num_workers = _check_int("num_workers", num_workers, 0)
+        self._image_size = _check_int("image_size", image_size, 1)
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise DataError(f"channels must be 1 or 3, got {channels!r}")
+        self._channels = channels
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise DataError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+        self.predict_dir = None if predict_dir is None else str(predict_dir)
+        self._splits: SplitDatasets | None = None
+        self._predict_set: Dataset | None = None
+
+    # ----------------------------------------------------------------- for subclasses
+    def _build_splits(self) -> SplitDatasets:
+        """Read the data and return the train/val/test datasets and class names.
+
+        Must be deterministic given the constructor arguments (every DDP process calls it).
+        """
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def image_size(self) -> int:
+        """Height and width of every ``image`` (and ``mask``)."""
+        return self._image_size
+
+    @property
+    def channels(self) -> int:
+        """Channels of every ``image``: 1 or 3."""
+        return self._channels
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names that ``class_id`` indexes (reads the data on first use)."""
+        return list(self._ensure_splits().class_names)
+
+    @property
+    def train_dataset(self) -> Dataset:
+        return self._ensure_splits().train
+
+    @property
+    def val_dataset(self) -> Dataset | None:
+        return self._ensure_splits().val
+
+    @property
+    def test_dataset(self) -> Dataset:
+        return self._ensure_splits().test
+
+    @property
+    def predict_dataset(self) -> Dataset:
+        if self.predict_dir is None:
+            return self.test_dataset
+        if self._predict_set is None:
+            self._predict_set = self._build_predict_set()
+        return self._predict_set
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        """``{"train"|"val"|"test": {"normal": n, "anomalous": m}}`` of the current split."""
+        out = {}
+        s = self._ensure_splits()
+        for name, ds in (("train", s.train), ("val", s.val), ("test", s.test)):
+            labels = [r[1] for r in ds.rows()] if ds is not None else []
+            out[name] = {"normal": labels.count(0), "anomalous": labels.count(1)}
+        return out
+
+    @property
+    def num_train_normals(self) -> int:
+        return self.split_counts()["train"]["normal"]
+
+    # ----------------------------------------------------------------- lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.predict_dir is not None:
+            _ = self.predict_dataset
+            return
+        self._ensure_splits()
+        self._write_split_csv()
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.train_dataset
+        if len(ds) == 0:
+            raise DataError(f"{type(self).__name__}: the train split is empty")
+        return self._loader(ds, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        ds = self.val_dataset
+        if ds is None or len(ds) == 0:
+            return []  # no validation split (val_fraction=0): Lightning skips validation
+        return self._loader(ds, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        ds = self.test_dataset
+        if len(ds) == 0:
+            raise DataError(f"{type(self).__name__}: the test split is empty")
+        return self._loader(ds, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_dataset, shuffle=False)
+
+    # ----------------------------------------------------------------- internals
+    def _ensure_splits(self) -> SplitDatasets:
+        if self._splits is None:
+            splits = self._build_splits()
+            if len(splits.train) == 0:
+                raise DataError(f"{type(self).__name__}: no training images after splitting")
+            self._splits = splits
+        return self._splits
+
+    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=False,
+        )
+
+    def _build_predict_set(self) -> ImageFileDataset:
+        folder = Path(self.predict_dir)
+        if not folder.is_dir():
+            raise DataError(f"predict_dir {folder} does not exist or is not a directory")
+        files = list_images(folder)
+        if not files:
+            raise DataError(
+                f"predict_dir {folder} contains no image files "
+                f"(looked for {', '.join(IMAGE_EXTENSIONS)}, case-insensitive, in all sub-folders)"
+            )
+        samples = [Sample(str(p), -1, -1) for p in files]
+        return ImageFileDataset(
+            samples, eval_transform(self.image_size), self.channels, has_masks=False
+        )
+
+    def _write_split_csv(self) -> Path | None:
+        """Write split.csv into the trainer's log_dir; nothing without a trainer."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None
+        log_dir = trainer.log_dir  # broadcasts: every rank must call it
+        if log_dir is None or not trainer.is_global_zero:
+            return None
+        try:
+            from lightning.pytorch.loggers import CSVLogger
+
+            logger = trainer.logger
+            if isinstance(logger, CSVLogger):
+                # make the CSV experiment now: created later, it would warn that its
+                # directory (holding split.csv) is not empty
+                _ = logger.experiment
+        except Exception:  # pragma: no cover - a logger quirk must not stop training
+            pass
+        path = Path(log_dir) / SPLIT_FILE
+        self.write_split_csv(path)
+        return path
+
+    def write_split_csv(self, path: str | os.PathLike) -> Path:
+        """Write ``path, split, label, class`` for every sample of train, val and test."""
+        s = self._ensure_splits()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        names = s.class_names
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "split", "label", "class"])
+            for split, ds in (("train", s.train), ("val", s.val), ("test", s.test)):
+                if ds is None:
+                    continue
+                for p, label, cid in ds.rows():
+                    w.writerow([p, split, label, names[cid] if 0 <= cid < len(names) else ""])
+        return path

@@ -1,0 +1,200 @@
+"""Datasets that yield the batch contract of ``docs/contracts.md``.
+
+Each item is a dict::
+
+    image     float32 C x H x W in [0, 1]
+    label     int: 0 normal, 1 anomalous, -1 unlabelled (predict folders)
+    mask      float32 1 x H x W, 0/1 -- only when the dataset has masks (zeros for normals)
+    path      str: the file, or "<source>:<id>" for in-memory data
+    index     int: position in this dataset
+    class_id  int: index into the datamodule's class_names (-1 when unknown)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from adlight.data.images import check_mask_size, image_size_of, load_image, load_mask
+from adlight.errors import DataError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image file of a split: where it is, what it is, and where its mask is."""
+
+    path: str
+    label: int
+    class_id: int
+    mask_path: str | None = None
+
+
+def check_mask_sizes(samples: Sequence[Sample]) -> None:
+    """Raise :class:`DataError` for the first sample whose mask's size differs from its image's.
+
+    Reads file headers only, so a bad mask fails at setup instead of in the middle of an epoch.
+    """
+    for s in samples:
+        if s.mask_path is not None:
+            check_mask_size(
+                s.mask_path, s.path, image_size_of(s.mask_path, "mask"), image_size_of(s.path)
+            )
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """Drop the tv_tensor subclass so batches are plain tensors."""
+    return t.as_subclass(torch.Tensor).contiguous()
+
+
+class ImageFileDataset(Dataset):
+    """Images read from files, described by a list of :class:`Sample`.
+
+    Args:
+        samples: what to read.
+        transform: v2 transform called as ``transform(image)`` or ``transform(image, mask)``
+            on ``tv_tensors``; ``None`` keeps the file's size.
+        channels: 1 or 3; files of the other kind are converted.
+        has_masks: when true every item carries ``mask``: the mask file for samples that
+            have one, zeros for normals; an anomalous sample without a mask is a
+            :class:`DataError`.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable | None = None,
+        channels: int = 3,
+        has_masks: bool = False,
+    ) -> None:
+        if channels not in (1, 3):
+            raise DataError(f"channels must be 1 or 3, got {channels!r}")
+        self.samples = list(samples)
+        self.transform = transform
+        self.channels = channels
+        self.has_masks = has_masks
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def rows(self) -> list[tuple[str, int, int]]:
+        """``(path, label, class_id)`` of every item, in order (for split.csv)."""
+        return [(s.path, s.label, s.class_id) for s in self.samples]
+
+    def __getitem__(self, index: int) -> dict:
+        s = self.samples[index]
+        image = load_image(s.path, self.channels)
+        mask = None
+        if self.has_masks:
+            if s.mask_path is not None:
+                w, h = image.shape[-1], image.shape[-2]
+                mask = load_mask(s.mask_path, image_size=(w, h), image_path=s.path)
+            elif s.label == 1:
+                raise DataError(f"anomalous image {s.path} has no mask, but this dataset has masks")
+            else:
+                mask = torch.zeros((1, *image.shape[-2:]), dtype=torch.float32)
+        image = tv_tensors.Image(image)
+        if mask is not None:
+            mask = tv_tensors.Mask(mask)
+            if self.transform is not None:
+                image, mask = self.transform(image, mask)
+        elif self.transform is not None:
+            image = self.transform(image)
+        item = {
+            "image": _plain(image).float(),
+            "label": int(s.label),
+            "path": str(s.path),
+            "index": int(index),
+            "class_id": int(s.class_id),
+        }
+        if mask is not None:
+            item["mask"] = _plain(mask).float()
+        return item
+
+
+class TensorImageDataset(Dataset):
+    """In-memory images (e.g. scikit-learn's digits) with the same items as files.
+
+    Args:
+        images: float ``N x C x H x W`` in [0, 1].
+        labels: ``N`` ints (0 normal, 1 anomalous).
+        class_ids: ``N`` ints into the datamodule's ``class_names``.
+        source: name used in ``path`` as ``"<source>:<id>"``.
+        ids: ``N`` ids for ``path`` (e.g. positions in the original array); default 0..N-1.
+        masks: optional float ``N x 1 x H x W`` 0/1.
+        transform: optional v2 transform, called like :class:`ImageFileDataset`'s.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: Sequence[int] | torch.Tensor,
+        class_ids: Sequence[int] | torch.Tensor,
+        source: str = "memory",
+        ids: Sequence[int] | None = None,
+        masks: torch.Tensor | None = None,
+        transform: Callable | None = None,
+    ) -> None:
+        images = torch.as_tensor(images)
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise DataError(
+                f"images must be N x C x H x W with C 1 or 3, got shape {tuple(images.shape)}"
+            )
+        if not images.is_floating_point():
+            raise DataError(f"images must be a float tensor in [0, 1], got dtype {images.dtype}")
+        n = images.shape[0]
+        labels = [int(x) for x in torch.as_tensor(labels).reshape(-1).tolist()]
+        class_ids = [int(x) for x in torch.as_tensor(class_ids).reshape(-1).tolist()]
+        ids = list(range(n)) if ids is None else [int(i) for i in ids]
+        for name, seq in (("labels", labels), ("class_ids", class_ids), ("ids", ids)):
+            if len(seq) != n:
+                raise DataError(f"{name} has {len(seq)} entries but images has {n}")
+        if masks is not None:
+            masks = torch.as_tensor(masks).float()
+            if masks.shape != (n, 1, *images.shape[-2:]):
+                raise DataError(
+                    f"masks must have shape {(n, 1, *images.shape[-2:])}, got {tuple(masks.shape)}"
+                )
+        self.images = images.float().contiguous()
+        self.labels = labels
+        self.class_ids = class_ids
+        self.ids = ids
+        self.source = source
+        self.masks = masks
+        self.transform = transform
+
+    @property
+    def has_masks(self) -> bool:
+        return self.masks is not None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def rows(self) -> list[tuple[str, int, int]]:
+        """``(path, label, class_id)`` of every item, in order (for split.csv)."""
+        return [
+            (f"{self.source}:{i}", lab, c)
+            for i, lab, c in zip(self.ids, self.labels, self.class_ids, strict=True)
+        ]
+
+    def __getitem__(self, index: int) -> dict:
+        image = tv_tensors.Image(self.images[index])
+        mask = tv_tensors.Mask(self.masks[index]) if self.masks is not None else None
+        if self.transform is not None:
+            if mask is not None:
+                image, mask = self.transform(image, mask)
+            else:
+                image = self.transform(image)
+        item = {
+            "image": _plain(image).float(),
+            "label": self.labels[index],
+            "path": f"{self.source}:{self.ids[index]}",
+            "index": int(index),
+            "class_id": self.class_ids[index],
+        }
+        if mask is not None:
+            item["mask"] = _plain(mask).float()
+        return item

@@ -1,0 +1,173 @@
+"""User data laid out as folders of images.
+
+::
+
+    normal_dir/**/*.png                     normal images (any depth)
+    abnormal_dir/*.png                      anomalies of class "abnormal", and/or
+    abnormal_dir/<class>/**/*.png           anomalies of class <class>
+    mask_dir/[<class>/]<stem><mask_suffix>.<ext>   optional masks of the anomalies
+
+Splits (all seeded): the normals are split into train and ``normal_test_fraction`` held-out
+normals; the held-out normals and the anomalies are split, stratified per class, into val
+(``val_fraction``) and test, which never overlap. Train holds normals only unless
+``abnormal_train_fraction`` moves some anomalies there (supervised families).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adlight.data.base import AnomalyDataModule, SplitDatasets, check_fraction
+from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
+from adlight.data.images import IMAGE_EXTENSIONS, list_images
+from adlight.data.splits import move_abnormal_to_train, stratified_split
+from adlight.data.transforms import build_transforms
+from adlight.errors import DataError
+
+NORMAL_CLASS = "normal"
+ABNORMAL_CLASS = "abnormal"
+
+
+class FolderDataModule(AnomalyDataModule):
+    """Anomaly detection on your own folders of images.
+
+    Args:
+        normal_dir: folder of normal images (searched recursively).
+        abnormal_dir: optional folder of anomalies: images directly in it are class
+            ``"abnormal"``, images in a sub-folder are the class named by the sub-folder.
+            ``class_names = ["normal", ("abnormal",) <sub-folders sorted>]``.
+        mask_dir: optional folder of anomaly masks; when given, every anomaly needs one and
+            every batch carries ``mask`` (zeros for normals). The mask of
+            ``abnormal_dir/<sub>/<stem>.<ext>`` is ``<stem><mask_suffix>.<any image ext>`` in
+            ``mask_dir/<sub>/``, or else directly in ``mask_dir``.
+        mask_suffix: appended to the image's stem to name its mask (e.g. ``"_mask"``).
+        normal_test_fraction: share of the normals held out of training for val and test.
+        val_fraction: share of each class of the held-out images that goes to val (0: no val).
+        abnormal_train_fraction: share of each anomaly class moved into train (supervised
+            families); 0 keeps train normal-only.
+        rotation_degrees, hflip, vflip, noise_std: train-only augmentations.
+    """
+
+    def __init__(
+        self,
+        normal_dir: str,
+        abnormal_dir: str | None = None,
+        mask_dir: str | None = None,
+        mask_suffix: str = "",
+        normal_test_fraction: float = 0.2,
+        val_fraction: float = 0.25,
+        abnormal_train_fraction: float = 0.0,
+        image_size: int = 128,
+        channels: int = 3,
+        rotation_degrees: float = 0.0,
+        hflip: bool = False,
+        vflip: bool = False,
+        noise_std: float = 0.0,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        predict_dir: str | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, image_size, channels, seed, predict_dir)
+        self.normal_dir = Path(normal_dir)
+        self.abnormal_dir = None if abnormal_dir is None else Path(abnormal_dir)
+        self.mask_dir = None if mask_dir is None else Path(mask_dir)
+        if self.mask_dir is not None and self.abnormal_dir is None:
+            raise DataError(f"mask_dir {self.mask_dir} is given but abnormal_dir is not")
+        self.mask_suffix = mask_suffix
+        self.normal_test_fraction = check_fraction("normal_test_fraction", normal_test_fraction)
+        self.val_fraction = check_fraction("val_fraction", val_fraction)
+        self.abnormal_train_fraction = check_fraction(
+            "abnormal_train_fraction", abnormal_train_fraction
+        )
+        self._train_tf, self._eval_tf = build_transforms(
+            image_size, rotation_degrees, hflip, vflip, noise_std
+        )
+
+    def _list(self, folder: Path, arg: str) -> list[Path]:
+        if not folder.is_dir():
+            raise DataError(f"{arg} {folder} does not exist or is not a directory")
+        files = list_images(folder)
+        if not files:
+            raise DataError(
+                f"{arg} {folder} contains no image files ({', '.join(IMAGE_EXTENSIONS)})"
+            )
+        return files
+
+    def _find_masks(self, abnormal: list[tuple[Path, Path]]) -> dict[Path, Path]:
+        """Mask of every anomaly, keyed by image path; DataError naming the first one missing."""
+        assert self.mask_dir is not None and self.abnormal_dir is not None
+        if not self.mask_dir.is_dir():
+            raise DataError(f"mask_dir {self.mask_dir} does not exist or is not a directory")
+        index: dict[tuple[Path, str], Path] = {}
+        for m in list_images(self.mask_dir):
+            index.setdefault((m.parent.relative_to(self.mask_dir), m.stem), m)
+        found = {}
+        for f, rel in abnormal:
+            stem = f.stem + self.mask_suffix
+            mask = index.get((rel.parent, stem)) or index.get((Path("."), stem))
+            if mask is None:
+                expected = self.mask_dir / rel.parent / f"{stem}.png"
+                raise DataError(
+                    f"abnormal image {f} has no mask: expected {expected} (any of "
+                    f"{', '.join(IMAGE_EXTENSIONS)}) or {self.mask_dir / stem}.png; every "
+                    "abnormal image needs a mask when mask_dir is given"
+                )
+            found[f] = mask
+        return found
+
+    def _build_splits(self) -> SplitDatasets:
+        normals = self._list(self.normal_dir, "normal_dir")
+        class_names = [NORMAL_CLASS]
+        abnormal: list[tuple[Path, Path]] = []  # (file, path relative to abnormal_dir)
+        if self.abnormal_dir is not None:
+            files = self._list(self.abnormal_dir, "abnormal_dir")
+            overlap = sorted(set(files) & set(normals))
+            if overlap:
+                raise DataError(
+                    f"{overlap[0]} (and {len(overlap) - 1} more) is under both normal_dir "
+                    f"{self.normal_dir} and abnormal_dir {self.abnormal_dir}"
+                )
+            abnormal = [(f, f.relative_to(self.abnormal_dir)) for f in files]
+            direct = any(len(rel.parts) == 1 for _, rel in abnormal)
+            subs = sorted({rel.parts[0] for _, rel in abnormal if len(rel.parts) > 1})
+            if NORMAL_CLASS in subs:
+                raise DataError(
+                    f"abnormal_dir {self.abnormal_dir} has a sub-folder named {NORMAL_CLASS!r}, "
+                    "which is the name of the normal class; rename it"
+                )
+            class_names += (
+                [ABNORMAL_CLASS] if direct and ABNORMAL_CLASS not in subs else []
+            ) + subs
+        masks = self._find_masks(abnormal) if self.mask_dir is not None else {}
+
+        train_i, held_i = stratified_split(
+            [0] * len(normals),
+            [1.0 - self.normal_test_fraction, self.normal_test_fraction],
+            self.seed,
+        )
+        train = [Sample(str(normals[i]), 0, 0) for i in train_i]
+        pool = [Sample(str(normals[i]), 0, 0) for i in held_i]
+        for f, rel in abnormal:
+            name = rel.parts[0] if len(rel.parts) > 1 else ABNORMAL_CLASS
+            m = masks.get(f)
+            pool.append(Sample(str(f), 1, class_names.index(name), None if m is None else str(m)))
+        check_mask_sizes(pool)
+        train, pool = move_abnormal_to_train(
+            train, pool, self.abnormal_train_fraction, self.seed + 1
+        )
+        val_i, test_i = stratified_split(
+            [s.class_id for s in pool], [self.val_fraction, 1.0 - self.val_fraction], self.seed
+        )
+        has_masks = self.mask_dir is not None
+
+        def make(samples: list[Sample], tf) -> ImageFileDataset:
+            return ImageFileDataset(samples, tf, self.channels, has_masks=has_masks)
+
+        val = [pool[i] for i in val_i]
+        return SplitDatasets(
+            train=make(train, self._train_tf),
+            val=make(val, self._eval_tf) if val else None,
+            test=make([pool[i] for i in test_i], self._eval_tf),
+            class_names=class_names,
+        )

@@ -1,0 +1,145 @@
+"""Reading image and mask files into float tensors.
+
+Every image leaves here as float32 ``C x H x W`` in ``[0, 1]`` and every mask as float32
+``1 x H x W`` holding only 0 and 1 (the batch contract in ``docs/contracts.md``). Files that
+cannot be read raise :class:`adlight.errors.DataError` naming the file, never a bare PIL error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from adlight.errors import DataError
+
+#: File extensions (lower case) treated as images when listing folders.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+# PIL modes that hold more than 8 bits per channel; PIL's convert("L") clips them instead of
+# rescaling, so they are rescaled by hand.
+_WIDE_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Image files under ``folder``, sorted by path; hidden files and folders are skipped.
+
+    Raises :class:`DataError` when ``folder`` is not a directory.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} does not exist or is not a directory")
+    pattern = "**/*" if recursive else "*"
+    found = []
+    for p in folder.glob(pattern):
+        rel = p.relative_to(folder).parts
+        if any(part.startswith(".") for part in rel):
+            continue
+        if p.is_file() and is_image_file(p):
+            found.append(p)
+    return sorted(found)
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()  # decode now so truncated files fail here, with the path
+    except FileNotFoundError:
+        raise DataError(f"cannot decode {what} {path}: file does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"cannot decode {what} {path}: {type(e).__name__}: {e}") from e
+    return img
+
+
+def _to_float_array(img: Image.Image, channels: int) -> np.ndarray:
+    """PIL image -> float32 H x W x C array in [0, 1] with ``channels`` channels."""
+    if img.mode in _WIDE_MODES or img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode in _WIDE_MODES:
+            arr = arr / _WIDE_MODES[img.mode]
+        elif img.mode == "I":
+            # 32-bit integer images are usually 16-bit data stored wide
+            arr = arr / (65535.0 if arr.max(initial=0) > 255 else 255.0)
+        arr = np.clip(arr, 0.0, 1.0).astype(np.float32)[..., None]
+        if channels == 3:
+            arr = np.repeat(arr, 3, axis=2)
+        return arr
+    mode = "RGB" if channels == 3 else "L"
+    if img.mode != mode:
+        # palette / alpha images go through RGBA so transparency does not pick odd colours
+        if img.mode == "P":
+            img = img.convert("RGBA")
+        img = img.convert(mode)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    return arr
+
+
+def load_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
+    """Read ``path`` as float32 ``channels x H x W`` in ``[0, 1]``.
+
+    A grayscale file in an RGB set is repeated to 3 channels; a colour file in a grayscale set
+    is converted to luminance. 16-bit files are rescaled, not clipped.
+    """
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels!r}")
+    path = Path(path)
+    img = _open(path, "image")
+    arr = _to_float_array(img, channels)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def image_size_of(path: str | os.PathLike, what: str = "image") -> tuple[int, int]:
+    """``(width, height)`` of an image file, read from its header only."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except FileNotFoundError:
+        raise DataError(f"cannot decode {what} {path}: file does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"cannot decode {what} {path}: {type(e).__name__}: {e}") from e
+
+
+def check_mask_size(
+    mask_path: str | os.PathLike,
+    image_path: str | os.PathLike,
+    mask_size: tuple[int, int],
+    image_size: tuple[int, int],
+) -> None:
+    """Raise :class:`DataError` naming both files when a mask and its image differ in size."""
+    if tuple(mask_size) != tuple(image_size):
+        raise DataError(
+            f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} (WxH) but its image "
+            f"{image_path} is {image_size[0]}x{image_size[1]}; a mask must have its image's size"
+        )
+
+
+def load_mask(
+    path: str | os.PathLike,
+    image_size: tuple[int, int] | None = None,
+    image_path: str | os.PathLike | None = None,
+) -> torch.Tensor:
+    """Read a mask as float32 ``1 x H x W`` with values 0 and 1.
+
+    Any image mode is read as grayscale. Masks stored as 0/255 (MVTec) are binarised at 128,
+    masks stored as 0/1 at 1, so both conventions work. When ``image_size`` (``(W, H)`` as PIL
+    gives it) is passed, a mask of another size raises :class:`DataError` naming both files.
+    """
+    path = Path(path)
+    img = _open(path, "mask")
+    if image_size is not None:
+        check_mask_size(path, image_path if image_path is not None else "?", img.size, image_size)
+    arr = _to_float_array(img, 1)[..., 0]  # [0, 1]
+    cut = 0.5 if arr.max(initial=0.0) > 1.0 / 255.0 + 1e-6 else 0.5 / 255.0
+    mask = (arr >= cut).astype(np.float32)
+    return torch.from_numpy(mask)[None]

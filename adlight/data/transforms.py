@@ -1,0 +1,92 @@
+"""Eval and train transforms (torchvision.transforms.v2).
+
+A transform is called as ``transform(image)`` or ``transform(image, mask)`` with
+``tv_tensors.Image`` (float32 in [0, 1]) and ``tv_tensors.Mask`` (float32 0/1). v2 dispatches on
+those types, so geometric augmentations move image and mask identically, masks are resized and
+rotated with nearest-neighbour interpolation (they stay 0/1) and noise touches only the image.
+
+Augmentations are the ones Fadaeinejad uses for the convolutional autoencoder: random rotation,
+horizontal and vertical flips and additive Gaussian noise; each is off unless its argument
+turns it on.
+"""
+
+from __future__ import annotations
+
+from torchvision.transforms import v2
+
+from adlight.errors import DataError
+
+
+def _check_size(image_size: int) -> int:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DataError(f"image_size must be a positive int, got {image_size!r}")
+    return image_size
+
+
+def eval_transform(image_size: int) -> v2.Compose:
+    """Resize to ``image_size x image_size`` (bilinear with antialias; masks nearest)."""
+    image_size = _check_size(image_size)
+    # bilinear weights are non-negative, so [0, 1] images stay in [0, 1] (bicubic would not)
+    return v2.Compose(
+        [
+            v2.Resize(
+                (image_size, image_size),
+                interpolation=v2.InterpolationMode.BILINEAR,
+                antialias=True,
+            )
+        ]
+    )
+
+
+def train_transform(
+    image_size: int,
+    rotation_degrees: float = 0.0,
+    hflip: bool = False,
+    vflip: bool = False,
+    noise_std: float = 0.0,
+) -> v2.Compose:
+    """Resize, then the augmentations that are switched on, in this order.
+
+    - ``rotation_degrees > 0``: rotation by an angle uniform in ``[-d, d]``; the uncovered
+      corners are filled with 0 in the image and in the mask.
+    - ``hflip`` / ``vflip``: flip with probability 0.5.
+    - ``noise_std > 0``: additive Gaussian noise with that standard deviation on the image
+      only, clipped to ``[0, 1]``.
+    """
+    image_size = _check_size(image_size)
+    if (
+        not isinstance(rotation_degrees, (int, float))
+        or rotation_degrees < 0
+        or rotation_degrees > 180
+    ):
+        raise DataError(f"rotation_degrees must be in [0, 180], got {rotation_degrees!r}")
+    if not isinstance(noise_std, (int, float)) or noise_std < 0:
+        raise DataError(f"noise_std must be >= 0, got {noise_std!r}")
+    steps: list = list(eval_transform(image_size).transforms)
+    if rotation_degrees > 0:
+        steps.append(
+            v2.RandomRotation(
+                degrees=float(rotation_degrees), interpolation=v2.InterpolationMode.BILINEAR, fill=0
+            )
+        )
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    if vflip:
+        steps.append(v2.RandomVerticalFlip(p=0.5))
+    if noise_std > 0:
+        steps.append(v2.GaussianNoise(mean=0.0, sigma=float(noise_std), clip=True))
+    return v2.Compose(steps)
+
+
+def build_transforms(
+    image_size: int,
+    rotation_degrees: float = 0.0,
+    hflip: bool = False,
+    vflip: bool = False,
+    noise_std: float = 0.0,
+) -> tuple[v2.Compose, v2.Compose]:
+    """``(train_transform, eval_transform)`` for one set of arguments."""
+    return (
+        train_transform(image_size, rotation_degrees, hflip, vflip, noise_std),
+        eval_transform(image_size),
+    )
