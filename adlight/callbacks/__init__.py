@@ -1,0 +1,7 @@
+"""Callbacks: one-class head fitting, the test report, the prediction writer."""
+
+from adlight.callbacks.heads import OneClassHeadFitter
+from adlight.callbacks.predictions import PredictionWriter
+from adlight.callbacks.report import TestReport
+
+__all__ = ["OneClassHeadFitter", "PredictionWriter", "TestReport"]

@@ -1,0 +1,3 @@
+from adlight.cli import main
+
+main()

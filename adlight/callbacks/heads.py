@@ -1,0 +1,76 @@
+"""Fitting one-class heads (KDE, OCSVM, ...) on the features of the training normals.
+
+A model with ``has_head = True`` returns this callback from ``configure_callbacks``, so it
+is always attached. The head is fitted before every validation epoch (so the thresholds
+chosen on validation are those of the head that will score the test set) and at the end
+of fitting when there is no validation split. Under DDP each process extracts the features
+of its share of the training normals and all of them are gathered, so every process fits
+the same head on the whole training set.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader, DistributedSampler
+
+
+def training_normals_dataset(trainer: L.Trainer):
+    datamodule = trainer.datamodule
+    if datamodule is None or not hasattr(datamodule, "train_eval_dataset"):
+        raise RuntimeError(
+            "fitting a one-class head needs an adlight datamodule (with train_eval_dataset())"
+        )
+    return datamodule.train_eval_dataset()
+
+
+@torch.no_grad()
+def gather_training_features(trainer: L.Trainer, model) -> torch.Tensor:
+    """Features of every training normal, gathered from all processes, in dataset order."""
+    dataset = training_normals_dataset(trainer)
+    sampler = None
+    if trainer.world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=trainer.world_size,
+                                     rank=trainer.global_rank, shuffle=False)
+    loader = DataLoader(dataset, batch_size=trainer.datamodule.batch_size, sampler=sampler,
+                        num_workers=getattr(trainer.datamodule, "num_workers", 0))
+    was_training = model.training
+    model.eval()
+    features, indices = [], []
+    for batch in loader:
+        batch = trainer.strategy.batch_to_device(batch)
+        features.append(model.head_features(batch).float())
+        indices.append(batch["index"])
+    model.train(was_training)
+    features, indices = torch.cat(features), torch.cat(indices)
+    if trainer.world_size > 1:
+        features = model.all_gather(features).flatten(0, 1)
+        indices = model.all_gather(indices).flatten(0, 1)
+    # DistributedSampler pads with repeats: keep one copy of each sample, in index order
+    order = torch.argsort(indices, stable=True)
+    keep = torch.ones_like(order, dtype=torch.bool)
+    keep[1:] = indices[order][1:] != indices[order][:-1]
+    return features[order[keep]]
+
+
+class OneClassHeadFitter(Callback):
+    """Fits ``model.fit_head`` on the features of all training normals."""
+
+    def __init__(self) -> None:
+        self._fitted_at_step: int | None = None
+
+    def _fit(self, trainer: L.Trainer, model) -> None:
+        model.fit_head(gather_training_features(trainer, model))
+        self._fitted_at_step = trainer.global_step
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self._fit(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        # the last validation epoch may have fitted the head on the final weights already;
+        # otherwise (no validation split, or validation every n epochs) fit it now
+        if self._fitted_at_step != trainer.global_step:
+            self._fit(trainer, pl_module)
