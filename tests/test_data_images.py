@@ -141,6 +141,17 @@ def test_eval_transform_resizes_image_bilinear_and_mask_nearest():
     assert 0.0 <= out_i.min() and out_i.max() <= 1.0
 
 
+@pytest.mark.parametrize(
+    "make", [eval_transform, lambda s: train_transform(s, rotation_degrees=30)]
+)
+def test_resized_white_images_stay_within_0_1(make):
+    """float32 antialiased resizing overshoots 1.0 by rounding; the contract says [0, 1]."""
+    img = torch.ones(3, 900, 900)
+    img[:, :300, :300] = 0.0  # unclamped, white pixels come out as 1 + 2.4e-7
+    out = make(64)(tv_tensors.Image(img))
+    assert out.max() == 1.0 and out.min() == 0.0
+
+
 def test_train_flips_and_rotation_move_image_and_mask_together():
     m = _pattern()
     t = train_transform(32, rotation_degrees=45, hflip=True, vflip=True)

@@ -12,9 +12,29 @@ turns it on.
 
 from __future__ import annotations
 
+from typing import Any
+
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from adlight.errors import DataError
+
+
+class ClampImage(v2.Transform):
+    """Clamp images to [0, 1]; masks pass through.
+
+    Antialiased bilinear resizing is a convex combination in exact arithmetic, but in float32 it
+    returns values like 1.0000001 for white pixels; the batch contract promises [0, 1].
+    """
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask) or not inpt.is_floating_point():
+            return inpt
+        return (
+            tv_tensors.wrap(inpt.clamp(0.0, 1.0), like=inpt)
+            if isinstance(inpt, tv_tensors.TVTensor)
+            else inpt.clamp(0.0, 1.0)
+        )
 
 
 def _check_size(image_size: int) -> int:
@@ -26,14 +46,15 @@ def _check_size(image_size: int) -> int:
 def eval_transform(image_size: int) -> v2.Compose:
     """Resize to ``image_size x image_size`` (bilinear with antialias; masks nearest)."""
     image_size = _check_size(image_size)
-    # bilinear weights are non-negative, so [0, 1] images stay in [0, 1] (bicubic would not)
+    # bilinear, not bicubic: bicubic overshoots [0, 1] by far more than float rounding
     return v2.Compose(
         [
             v2.Resize(
                 (image_size, image_size),
                 interpolation=v2.InterpolationMode.BILINEAR,
                 antialias=True,
-            )
+            ),
+            ClampImage(),
         ]
     )
 
@@ -62,7 +83,7 @@ def train_transform(
         raise DataError(f"rotation_degrees must be in [0, 180], got {rotation_degrees!r}")
     if not isinstance(noise_std, (int, float)) or noise_std < 0:
         raise DataError(f"noise_std must be >= 0, got {noise_std!r}")
-    steps: list = list(eval_transform(image_size).transforms)
+    steps: list = list(eval_transform(image_size).transforms[:-1])  # without ClampImage
     if rotation_degrees > 0:
         steps.append(
             v2.RandomRotation(
@@ -75,6 +96,7 @@ def train_transform(
         steps.append(v2.RandomVerticalFlip(p=0.5))
     if noise_std > 0:
         steps.append(v2.GaussianNoise(mean=0.0, sigma=float(noise_std), clip=True))
+    steps.append(ClampImage())
     return v2.Compose(steps)
 
 
