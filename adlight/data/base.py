@@ -221,16 +221,8 @@ class AnomalyDataModule(L.LightningDataModule):
         log_dir = trainer.log_dir  # broadcasts: every rank must call it
         if log_dir is None or not trainer.is_global_zero:
             return None
-        try:
-            from lightning.pytorch.loggers import CSVLogger
-
-            logger = trainer.logger
-            if isinstance(logger, CSVLogger):
-                # make the CSV experiment now: created later, it would warn that its
-                # directory (holding split.csv) is not empty
-                _ = logger.experiment
-        except Exception:  # pragma: no cover - a logger quirk must not stop training
-            pass
+        # Lightning creates the loggers' experiments before setup(), so writing here does not
+        # make CSVLogger warn that its directory is not empty.
         path = Path(log_dir) / SPLIT_FILE
         self.write_split_csv(path)
         return path

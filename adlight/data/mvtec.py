@@ -60,8 +60,10 @@ class MVTecDataModule(AnomalyDataModule):
             (see :func:`adlight.data.transforms.train_transform`).
         abnormal_train_fraction: share of each defect type moved from test into train, for
             supervised families; 0 (default) keeps train normal-only.
-        download: fetch and extract ``url`` into ``root`` when ``root/<category>`` is missing.
-        url: archive to download; the default is the official one with all categories.
+        download: fetch and extract ``url`` into ``root`` when ``root/<category>`` is missing
+            (in ``prepare_data``, or in ``setup`` when used without a Trainer).
+        url: archive to download; the default is the official one with all categories. A
+            ``file://`` URL or a plain path extracts an archive you already have.
     """
 
     def __init__(
@@ -111,13 +113,31 @@ class MVTecDataModule(AnomalyDataModule):
             self._download()
 
     def _download(self) -> None:
-        from torchvision.datasets.utils import download_and_extract_archive
+        """Fetch (http/https) or take (``file://`` URL or plain path) the archive and extract it.
+
+        torchvision's downloader cannot read ``file://`` URLs, so a local archive is extracted
+        in place (and kept); a downloaded one is removed after extraction.
+        """
+        from urllib.parse import unquote, urlparse
+
+        from torchvision.datasets.utils import download_and_extract_archive, extract_archive
 
         self.root.mkdir(parents=True, exist_ok=True)
+        parsed = urlparse(self.url)
+        local = None
+        if parsed.scheme == "file":
+            local = Path(unquote(parsed.path))
+        elif parsed.scheme == "" or len(parsed.scheme) == 1:  # a path (or C:\...)
+            local = Path(self.url)
         try:
-            download_and_extract_archive(
-                self.url, download_root=str(self.root), remove_finished=True
-            )
+            if local is not None:
+                if not local.is_file():
+                    raise FileNotFoundError(f"no archive at {local}")
+                extract_archive(str(local), str(self.root))
+            else:
+                download_and_extract_archive(
+                    self.url, download_root=str(self.root), remove_finished=True
+                )
         except Exception as e:  # network, disk and archive errors all end here
             raise DataError(
                 f"could not download and extract MVTec AD from {self.url} into {self.root}: "
@@ -125,7 +145,7 @@ class MVTecDataModule(AnomalyDataModule):
             ) from e
         if not self.category_dir.is_dir():
             raise DataError(
-                f"downloaded {self.url} into {self.root}, but {self.category_dir} still does not "
+                f"extracted {self.url} into {self.root}, but {self.category_dir} still does not "
                 "exist; the archive does not hold this category at its top level"
             )
 
