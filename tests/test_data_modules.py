@@ -134,6 +134,21 @@ def test_mvtec_abnormal_train_fraction_moves_anomalies_from_test_to_train(mvtec_
     assert not moved & (set(_paths(dm.val_dataset)) | set(_paths(dm.test_dataset)))
 
 
+def test_train_eval_dataset_is_the_training_normals_without_augmentation(mvtec_root):
+    dm = MVTecDataModule(
+        mvtec_root, image_size=16, noise_std=0.2, hflip=True, abnormal_train_fraction=0.5
+    )
+    ds = dm.train_eval_dataset()
+    assert _paths(ds) == [r[0] for r in dm.train_dataset.rows() if r[1] == 0]
+    assert len(ds) == 8 and [ds[i]["index"] for i in range(len(ds))] == list(range(8))
+    assert torch.equal(ds[3]["image"], ds[3]["image"])  # no random augmentation
+    assert not torch.equal(dm.train_dataset[3]["image"], dm.train_dataset[3]["image"])
+    assert ds[0]["image"].shape == (3, 16, 16) and ds[0]["mask"].sum() == 0
+    digits = DigitsDataModule(abnormal_train_fraction=0.2).train_eval_dataset()
+    assert len(digits) == 107 and set(digits.labels) == {0}
+    assert digits[5]["path"] == digits.rows()[5][0] and digits[5]["index"] == 5
+
+
 def test_mvtec_unknown_category_lists_the_valid_ones(tmp_path):
     with pytest.raises(DataError) as e:
         MVTecDataModule(tmp_path, category="bottles")

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from adlight.data.datasets import ImageFileDataset, Sample
+from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.images import IMAGE_EXTENSIONS, list_images
 from adlight.data.transforms import eval_transform
 from adlight.errors import DataError
@@ -135,6 +135,23 @@ class AnomalyDataModule(L.LightningDataModule):
         if self._predict_set is None:
             self._predict_set = self._build_predict_set()
         return self._predict_set
+
+    def train_eval_dataset(self) -> Dataset:
+        """The training normals with the eval transform (no augmentation), in a fixed order.
+
+        What one-class heads (KDE, OCSVM) and feature statistics are fitted on; ``index`` is the
+        position in this dataset.
+        """
+        ds = self.train_dataset
+        if isinstance(ds, ImageFileDataset):
+            normals = [s for s in ds.samples if s.label == 0]
+            return ImageFileDataset(
+                normals, eval_transform(self.image_size), ds.channels, ds.has_masks
+            )
+        if isinstance(ds, TensorImageDataset):
+            keep = [i for i, lab in enumerate(ds.labels) if lab == 0]
+            return ds.subset(keep, transform=None)
+        raise TypeError(f"train_eval_dataset() does not know {type(ds).__name__}")
 
     def split_counts(self) -> dict[str, dict[str, int]]:
         """``{"train"|"val"|"test": {"normal": n, "anomalous": m}}`` of the current split."""

@@ -170,6 +170,21 @@ class TensorImageDataset(Dataset):
     def has_masks(self) -> bool:
         return self.masks is not None
 
+    def subset(
+        self, positions: Sequence[int], transform: Callable | None = None
+    ) -> TensorImageDataset:
+        """A new dataset of the items at ``positions`` (keeping their ids), with ``transform``."""
+        idx = list(positions)
+        return TensorImageDataset(
+            self.images[idx],
+            [self.labels[i] for i in idx],
+            [self.class_ids[i] for i in idx],
+            source=self.source,
+            ids=[self.ids[i] for i in idx],
+            masks=None if self.masks is None else self.masks[idx],
+            transform=transform,
+        )
+
     def __len__(self) -> int:
         return self.images.shape[0]
 
