@@ -3,7 +3,8 @@
 Normal images are a smooth sinusoidal RGB texture with a random phase per image; an anomaly
 is the same texture with a pasted square of side ``size // 4`` that is bright (white) or dark
 (black), so it stands out by at least 0.3 in [0, 1] units and an autoencoder can localise it.
-Everything is seeded: the same arguments write the same bytes.
+Everything is seeded: the same arguments write the same bytes. Import it as
+``from synthetic import make_mvtec_tree`` (pytest puts ``tests/`` on ``sys.path``).
 
 API (all return paths; ``root`` is created when missing):
 
