@@ -7,6 +7,7 @@ test datasets and the class names; the base owns argument checks, dataloaders, t
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 from dataclasses import dataclass
@@ -145,9 +146,10 @@ class AnomalyDataModule(L.LightningDataModule):
         ds = self.train_dataset
         if isinstance(ds, ImageFileDataset):
             normals = [s for s in ds.samples if s.label == 0]
-            return ImageFileDataset(
-                normals, eval_transform(self.image_size), ds.channels, ds.has_masks
-            )
+            view = copy.copy(ds)  # shares the image cache with the training set
+            view.samples = normals
+            view.transform = None if ds.resize is not None else eval_transform(self.image_size)
+            return view
         if isinstance(ds, TensorImageDataset):
             keep = [i for i, lab in enumerate(ds.labels) if lab == 0]
             return ds.subset(keep, transform=None)
@@ -227,7 +229,7 @@ class AnomalyDataModule(L.LightningDataModule):
             )
         samples = [Sample(str(p), -1, -1) for p in files]
         return ImageFileDataset(
-            samples, eval_transform(self.image_size), self.channels, has_masks=False
+            samples, None, self.channels, has_masks=False, resize=self.image_size
         )
 
     def _write_split_csv(self) -> Path | None:

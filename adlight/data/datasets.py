@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from adlight.data.transforms import eval_transform
 from adlight.data.images import check_mask_size, image_size_of, load_image, load_mask
 from adlight.errors import DataError
 
@@ -61,6 +62,12 @@ class ImageFileDataset(Dataset):
         has_masks: when true every item carries ``mask``: the mask file for samples that
             have one, zeros for normals; an anomalous sample without a mask is a
             :class:`DataError`.
+        resize: when given, images (bilinear, antialiased) and masks (nearest) are resized
+            to ``resize x resize`` and quantised to 8 bits *before* ``transform``, which then
+            only augments.
+        cache: keep those resized 8-bit images in memory (``N x C x resize x resize`` bytes),
+            so each file is decoded once instead of every epoch. Measured on MVTec bottle
+            (209 PNGs, 256 -> 128 px): decoding and resizing took 5 s of every epoch.
     """
 
     def __init__(
@@ -69,6 +76,8 @@ class ImageFileDataset(Dataset):
         transform: Callable | None = None,
         channels: int = 3,
         has_masks: bool = False,
+        resize: int | None = None,
+        cache: bool = False,
     ) -> None:
         if channels not in (1, 3):
             raise DataError(f"channels must be 1 or 3, got {channels!r}")
@@ -76,6 +85,10 @@ class ImageFileDataset(Dataset):
         self.transform = transform
         self.channels = channels
         self.has_masks = has_masks
+        self.resize = resize
+        self._resize = eval_transform(resize) if resize is not None else None
+        # shared by shallow copies (e.g. the un-augmented view of the training set)
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -84,18 +97,29 @@ class ImageFileDataset(Dataset):
         """``(path, label, class_id)`` of every item, in order (for split.csv)."""
         return [(s.path, s.label, s.class_id) for s in self.samples]
 
+    def _read(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The image (and mask) of one sample, resized and 8-bit when ``resize`` is set."""
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        image, mask = self._load(index)
+        if self._resize is not None:
+            if mask is not None:
+                image, mask = self._resize(tv_tensors.Image(image), tv_tensors.Mask(mask))
+                mask = _plain(mask).to(torch.uint8)
+            else:
+                image = self._resize(tv_tensors.Image(image))
+            # 8 bits like the files: a cached and an uncached read give the same pixels
+            image = (_plain(image) * 255.0).round().to(torch.uint8)
+        if self._cache is not None:
+            self._cache[index] = (image, mask)
+        return image, mask
+
     def __getitem__(self, index: int) -> dict:
         s = self.samples[index]
-        image = load_image(s.path, self.channels)
-        mask = None
-        if self.has_masks:
-            if s.mask_path is not None:
-                w, h = image.shape[-1], image.shape[-2]
-                mask = load_mask(s.mask_path, image_size=(w, h), image_path=s.path)
-            elif s.label == 1:
-                raise DataError(f"anomalous image {s.path} has no mask, but this dataset has masks")
-            else:
-                mask = torch.zeros((1, *image.shape[-2:]), dtype=torch.float32)
+        image, mask = self._read(index)
+        if image.dtype == torch.uint8:
+            image = image.float() / 255.0
+            mask = mask.float() if mask is not None else None
         image = tv_tensors.Image(image)
         if mask is not None:
             mask = tv_tensors.Mask(mask)
@@ -113,6 +137,20 @@ class ImageFileDataset(Dataset):
         if mask is not None:
             item["mask"] = _plain(mask).float()
         return item
+
+    def _load(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        s = self.samples[index]
+        image = load_image(s.path, self.channels)
+        mask = None
+        if self.has_masks:
+            if s.mask_path is not None:
+                w, h = image.shape[-1], image.shape[-2]
+                mask = load_mask(s.mask_path, image_size=(w, h), image_path=s.path)
+            elif s.label == 1:
+                raise DataError(f"anomalous image {s.path} has no mask, but this dataset has masks")
+            else:
+                mask = torch.zeros((1, *image.shape[-2:]), dtype=torch.float32)
+        return image, mask
 
 
 class TensorImageDataset(Dataset):

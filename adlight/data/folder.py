@@ -21,7 +21,7 @@ from adlight.data.base import AnomalyDataModule, SplitDatasets, check_fraction
 from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
 from adlight.data.images import IMAGE_EXTENSIONS, list_images
 from adlight.data.splits import move_abnormal_to_train, stratified_split
-from adlight.data.transforms import build_transforms
+from adlight.data.transforms import augmentation_transform
 from adlight.errors import DataError
 
 NORMAL_CLASS = "normal"
@@ -46,6 +46,7 @@ class FolderDataModule(AnomalyDataModule):
         abnormal_train_fraction: share of each anomaly class moved into train (supervised
             families); 0 keeps train normal-only.
         rotation_degrees, hflip, vflip, noise_std: train-only augmentations.
+        cache_images: keep the decoded, resized 8-bit images in memory after their first read.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class FolderDataModule(AnomalyDataModule):
         hflip: bool = False,
         vflip: bool = False,
         noise_std: float = 0.0,
+        cache_images: bool = True,
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
@@ -80,9 +82,10 @@ class FolderDataModule(AnomalyDataModule):
         self.abnormal_train_fraction = check_fraction(
             "abnormal_train_fraction", abnormal_train_fraction
         )
-        self._train_tf, self._eval_tf = build_transforms(
-            image_size, rotation_degrees, hflip, vflip, noise_std
-        )
+        # images are resized (and cached) by the dataset; train only adds augmentations
+        self._train_tf = augmentation_transform(rotation_degrees, hflip, vflip, noise_std)
+        self._eval_tf = None
+        self.cache_images = bool(cache_images)
 
     def _list(self, folder: Path, arg: str) -> list[Path]:
         if not folder.is_dir():
@@ -162,7 +165,8 @@ class FolderDataModule(AnomalyDataModule):
         has_masks = self.mask_dir is not None
 
         def make(samples: list[Sample], tf) -> ImageFileDataset:
-            return ImageFileDataset(samples, tf, self.channels, has_masks=has_masks)
+            return ImageFileDataset(samples, tf, self.channels, has_masks=has_masks,
+                                    resize=self.image_size, cache=self.cache_images)
 
         val = [pool[i] for i in val_i]
         return SplitDatasets(

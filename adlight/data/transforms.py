@@ -75,6 +75,24 @@ def train_transform(
       only, clipped to ``[0, 1]``.
     """
     image_size = _check_size(image_size)
+    augment = augmentation_transform(rotation_degrees, hflip, vflip, noise_std)
+    steps: list = list(eval_transform(image_size).transforms[:-1])  # without ClampImage
+    if augment is not None:
+        steps += list(augment.transforms[:-1])
+    steps.append(ClampImage())
+    return v2.Compose(steps)
+
+
+def augmentation_transform(
+    rotation_degrees: float = 0.0,
+    hflip: bool = False,
+    vflip: bool = False,
+    noise_std: float = 0.0,
+) -> v2.Compose | None:
+    """The augmentations of :func:`train_transform` without the resize (``None`` if all off).
+
+    For datasets that resize (and cache) images themselves before augmenting.
+    """
     if (
         not isinstance(rotation_degrees, (int, float))
         or rotation_degrees < 0
@@ -83,7 +101,7 @@ def train_transform(
         raise DataError(f"rotation_degrees must be in [0, 180], got {rotation_degrees!r}")
     if not isinstance(noise_std, (int, float)) or noise_std < 0:
         raise DataError(f"noise_std must be >= 0, got {noise_std!r}")
-    steps: list = list(eval_transform(image_size).transforms[:-1])  # without ClampImage
+    steps: list = []
     if rotation_degrees > 0:
         steps.append(
             v2.RandomRotation(
@@ -96,8 +114,7 @@ def train_transform(
         steps.append(v2.RandomVerticalFlip(p=0.5))
     if noise_std > 0:
         steps.append(v2.GaussianNoise(mean=0.0, sigma=float(noise_std), clip=True))
-    steps.append(ClampImage())
-    return v2.Compose(steps)
+    return v2.Compose([*steps, ClampImage()]) if steps else None
 
 
 def build_transforms(
