@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=5)
     parser.add_argument("--val-every", type=int, default=10)
     parser.add_argument("--only", nargs="*", default=None, help="config names to run")
+    parser.add_argument("--set", action="extend", nargs="*", default=[], dest="overrides",
+                        help="extra CLI overrides for every run, e.g. --set --model.smoothing_sigma=4")
     parser.add_argument("--out", default="runs/benchmark_ae", help="run directories")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args()
@@ -86,7 +88,7 @@ def main() -> None:
     for i, (config, extra) in enumerate(CONFIGS):
         if args.only and config not in args.only:
             continue
-        rows.append(run(config, extra, args, Path(args.out) / f"{i:02d}_{config.replace('/', '_')}"))
+        rows.append(run(config, [*extra, *args.overrides], args, Path(args.out) / f"{i:02d}_{config.replace('/', '_')}"))
         print(json.dumps(rows[-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+from synthetic import make_mvtec_tree
 
 from adlight.cli import main
-from synthetic import make_mvtec_tree
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER_CONFIGS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "logger")

@@ -564,8 +564,9 @@ def test_real_mvtec_bottle_split_and_masks():
 
 
 def test_cached_images_are_read_once_and_equal_uncached_reads(tmp_path):
-    from adlight.data import MVTecDataModule
     from synthetic import make_mvtec_tree
+
+    from adlight.data import MVTecDataModule
 
     root = make_mvtec_tree(tmp_path, n_train=4, n_good_test=2, defects={"scratch": 2}, size=48)
     cached = MVTecDataModule(root=str(root), image_size=32, val_fraction=0.0, cache_images=True)
@@ -573,10 +574,10 @@ def test_cached_images_are_read_once_and_equal_uncached_reads(tmp_path):
     for path in (root / "bottle" / "test").rglob("*.png"):
         path.unlink()  # a second read that touched the files would now fail
     again = [cached.test_dataset[i] for i in range(len(cached.test_dataset))]
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
     root2 = make_mvtec_tree(tmp_path / "copy", n_train=4, n_good_test=2, defects={"scratch": 2}, size=48)
     plain = MVTecDataModule(root=str(root2), image_size=32, val_fraction=0.0, cache_images=False)
-    for a, b in zip(first, [plain.test_dataset[i] for i in range(len(plain.test_dataset))]):
+    for a, b in zip(first, [plain.test_dataset[i] for i in range(len(plain.test_dataset))], strict=True):
         assert torch.equal(a["image"], b["image"])
         assert a["image"].dtype == torch.float32 and 0 <= a["image"].min() and a["image"].max() <= 1

@@ -3,13 +3,13 @@ import math
 import lightning as L
 import pytest
 import torch
+from synthetic import make_mvtec_tree
 
 from adlight.data import MVTecDataModule
 from adlight.errors import ConfigError
 from adlight.losses import kl_divergence, reconstruction_error, sparsity_penalty
 from adlight.models import AutoencoderModel
 from adlight.nets import KDCAE, FadaeinejadAE, ZhaoKarrayAE
-from synthetic import make_mvtec_tree
 
 
 def tiny_trainer(tmp_path, **kwargs):

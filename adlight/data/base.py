@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
-from adlight.data.images import IMAGE_EXTENSIONS, list_images
+from adlight.data.images import list_images
 from adlight.data.transforms import eval_transform
 from adlight.errors import DataError
 
@@ -218,15 +218,7 @@ class AnomalyDataModule(L.LightningDataModule):
         )
 
     def _build_predict_set(self) -> ImageFileDataset:
-        folder = Path(self.predict_dir)
-        if not folder.is_dir():
-            raise DataError(f"predict_dir {folder} does not exist or is not a directory")
-        files = list_images(folder)
-        if not files:
-            raise DataError(
-                f"predict_dir {folder} contains no image files "
-                f"(looked for {', '.join(IMAGE_EXTENSIONS)}, case-insensitive, in all sub-folders)"
-            )
+        files = list_images(self.predict_dir, argument="predict_dir", required=True)
         samples = [Sample(str(p), -1, -1) for p in files]
         return ImageFileDataset(
             samples, None, self.channels, has_masks=False, resize=self.image_size

@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from adlight.data.transforms import eval_transform
 from adlight.data.images import check_mask_size, image_size_of, load_image, load_mask
+from adlight.data.transforms import eval_transform
 from adlight.errors import DataError
 
 

@@ -88,14 +88,7 @@ class FolderDataModule(AnomalyDataModule):
         self.cache_images = bool(cache_images)
 
     def _list(self, folder: Path, arg: str) -> list[Path]:
-        if not folder.is_dir():
-            raise DataError(f"{arg} {folder} does not exist or is not a directory")
-        files = list_images(folder)
-        if not files:
-            raise DataError(
-                f"{arg} {folder} contains no image files ({', '.join(IMAGE_EXTENSIONS)})"
-            )
-        return files
+        return list_images(folder, argument=arg, required=True)
 
     def _find_masks(self, abnormal: list[tuple[Path, Path]]) -> dict[Path, Path]:
         """Mask of every anomaly, keyed by image path; DataError naming the first one missing."""

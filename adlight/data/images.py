@@ -29,14 +29,18 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+def list_images(
+    folder: str | os.PathLike, recursive: bool = True, argument: str = "image folder",
+    required: bool = False,
+) -> list[Path]:
     """Image files under ``folder``, sorted by path; hidden files and folders are skipped.
 
-    Raises :class:`DataError` when ``folder`` is not a directory.
+    Raises :class:`DataError` naming ``argument`` when ``folder`` is not a directory, or
+    (``required=True``) when it holds no image file.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"image folder {folder} does not exist or is not a directory")
+        raise DataError(f"{argument} {folder} does not exist or is not a directory")
     pattern = "**/*" if recursive else "*"
     found = []
     for p in folder.glob(pattern):
@@ -45,6 +49,11 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
             continue
         if p.is_file() and is_image_file(p):
             found.append(p)
+    if required and not found:
+        raise DataError(
+            f"{argument} {folder} contains no image files (looked for "
+            f"{', '.join(IMAGE_EXTENSIONS)}, case-insensitive{', in all sub-folders' if recursive else ''})"
+        )
     return sorted(found)
 
 
