@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--minutes", type=int, default=5)
     parser.add_argument("--val-every", type=int, default=10)
-    parser.add_argument("--only", nargs="*", default=None, help="config names to run")
+    parser.add_argument("--only", nargs="*", default=None, help="rows to run, by config name and its extra overrides as in the table")
     parser.add_argument("--set", action="extend", nargs="*", default=[], dest="overrides",
                         help="extra CLI overrides for every run, e.g. --set --model.smoothing_sigma=4")
     parser.add_argument("--out", default="runs/benchmark_ae", help="run directories")
@@ -86,7 +86,8 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     rows = []
     for i, (config, extra) in enumerate(CONFIGS):
-        if args.only and config not in args.only:
+        label = " ".join([config, *extra])
+        if args.only and label not in args.only:
             continue
         rows.append(run(config, [*extra, *args.overrides], args, Path(args.out) / f"{i:02d}_{config.replace('/', '_')}"))
         print(json.dumps(rows[-1]), flush=True)
