@@ -33,12 +33,13 @@ def test_l2_autoencoder_on_mvtec_bottle_clears_its_measured_floor(tmp_path):
     trainer.fit(model, datamodule=data)
     trainer.test(model, datamodule=data, verbose=False)
     report = model.test_report
-    print(report)
     assert report["n_images"] == 62  # 83 test images less the 21 of the validation split
     assert report["image_AUROC"] >= IMAGE_AUROC_FLOOR
     assert report["pixel_AUROC"] >= PIXEL_AUROC_FLOOR
 
 
+# measured 2026-11-23 on the 2-core CI-class machine (seeded): image AUROC 0.818, pixel
+# AUROC 0.733 after 12 epochs at 64 px (18 s); the floors leave room for other CPUs' arithmetic
 EPOCHS = 12
-IMAGE_AUROC_FLOOR = 0.0
-PIXEL_AUROC_FLOOR = 0.0
+IMAGE_AUROC_FLOOR = 0.75
+PIXEL_AUROC_FLOOR = 0.68
