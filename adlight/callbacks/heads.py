@@ -15,12 +15,15 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, DistributedSampler
 
+from adlight.errors import ConfigError
+
 
 def training_normals_dataset(trainer: L.Trainer):
     datamodule = trainer.datamodule
     if datamodule is None or not hasattr(datamodule, "train_eval_dataset"):
-        raise RuntimeError(
-            "fitting a one-class head needs an adlight datamodule (with train_eval_dataset())"
+        raise ConfigError(
+            "fitting a one-class head needs an adlight datamodule (with train_eval_dataset()); "
+            f"got {type(datamodule).__name__}: pass datamodule= to fit"
         )
     return datamodule.train_eval_dataset()
 

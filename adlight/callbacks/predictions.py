@@ -67,7 +67,3 @@ class PredictionWriter(BasePredictionWriter):
             writer = csv.DictWriter(handle, fieldnames=self.COLUMNS)
             for row in rows:
                 writer.writerow({k: row.get(k, "") for k in self.COLUMNS})
-
-    @property
-    def csv_path(self) -> Path | None:
-        return self._csv_path
