@@ -11,7 +11,7 @@ from adlight.data.folder import FolderDataModule
 from adlight.data.images import IMAGE_EXTENSIONS, list_images, load_image, load_mask
 from adlight.data.mvtec import MVTEC_CATEGORIES, MVTEC_URL, MVTecDataModule
 from adlight.data.splits import stratified_split
-from adlight.data.transforms import build_transforms, eval_transform, train_transform
+from adlight.data.transforms import augmentation_transform, eval_transform, train_transform
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -25,7 +25,7 @@ __all__ = [
     "Sample",
     "SplitDatasets",
     "TensorImageDataset",
-    "build_transforms",
+    "augmentation_transform",
     "eval_transform",
     "list_images",
     "load_image",

@@ -115,17 +115,3 @@ def augmentation_transform(
     if noise_std > 0:
         steps.append(v2.GaussianNoise(mean=0.0, sigma=float(noise_std), clip=True))
     return v2.Compose([*steps, ClampImage()]) if steps else None
-
-
-def build_transforms(
-    image_size: int,
-    rotation_degrees: float = 0.0,
-    hflip: bool = False,
-    vflip: bool = False,
-    noise_std: float = 0.0,
-) -> tuple[v2.Compose, v2.Compose]:
-    """``(train_transform, eval_transform)`` for one set of arguments."""
-    return (
-        train_transform(image_size, rotation_degrees, hflip, vflip, noise_std),
-        eval_transform(image_size),
-    )

@@ -113,8 +113,7 @@ class AutoencoderModel(AnomalyModule):
         self.map_kind = anomaly_map
         self.smoothing_sigma = smoothing_sigma
         self.image_score = image_score
-        self.kde = kde
-        self.has_head = kde
+        self.has_head = kde  # the KD-CAE's kernel density is a one-class head
         self.kde_bandwidth = kde_bandwidth
         self.kde_combination = kde_combination
         self.optimizer_factory = optimizer
@@ -188,7 +187,7 @@ class AutoencoderModel(AnomalyModule):
             score = (images.float() - reconstruction.float()).pow(2).flatten(1).mean(1)
         else:
             score = maps.flatten(1).amax(1)
-        if self.kde:
+        if self.has_head:
             score = self.kde_score(score, self.latent_code(out))
         return {"score": score, "anomaly_map": maps, "reconstruction": reconstruction}
 
