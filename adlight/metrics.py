@@ -130,6 +130,8 @@ class EpochOutputs:
     class_id: Tensor
     anomaly_map: Tensor | None = None  # N x H x W
     mask: Tensor | None = None  # N x H x W
+    # N x K: scores of K variants of one model (e.g. OCSVMs fitted with K values of nu)
+    score_sweep: Tensor | None = None
 
     @property
     def has_pixels(self) -> bool:
@@ -144,7 +146,7 @@ class EpochCollector(torch.nn.Module):
     the last batch with, using each sample's dataset ``index``.
     """
 
-    FIELDS = ("index", "score", "label", "class_id", "anomaly_map", "mask")
+    FIELDS = ("index", "score", "label", "class_id", "anomaly_map", "mask", "score_sweep")
 
     def __init__(self) -> None:
         super().__init__()
@@ -164,6 +166,8 @@ class EpochCollector(torch.nn.Module):
             self._map_shape = tuple(amap.shape[-2:])
             self.anomaly_map.update(amap.reshape(n, -1))
             self.mask.update(batch["mask"].reshape(n, -1).float())
+        if "score_sweep" in outputs:
+            self.score_sweep.update(outputs["score_sweep"].detach().float().reshape(n, -1))
 
     def compute(self) -> EpochOutputs:
         index = self.index.compute().long()
@@ -182,6 +186,9 @@ class EpochCollector(torch.nn.Module):
             h, w = self._map_shape
             out.anomaly_map = self.anomaly_map.compute().reshape(-1, h, w)[order]
             out.mask = self.mask.compute().reshape(-1, h, w)[order]
+        if self.score_sweep.update_called:
+            sweep = self.score_sweep.compute()
+            out.score_sweep = sweep.reshape(index.numel(), -1)[order]
         return out
 
     @property
