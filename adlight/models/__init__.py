@@ -2,5 +2,7 @@
 
 from adlight.models.autoencoder import AutoencoderModel
 from adlight.models.base import AnomalyModule
+from adlight.models.classifier import SupervisedClassifier
+from adlight.models.ocsvm import OneClassSVMModel
 
-__all__ = ["AnomalyModule", "AutoencoderModel"]
+__all__ = ["AnomalyModule", "AutoencoderModel", "OneClassSVMModel", "SupervisedClassifier"]

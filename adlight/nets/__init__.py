@@ -8,6 +8,7 @@ from adlight.nets.autoencoder import Autoencoder, AutoencoderOutput
 from adlight.nets.backbones import Backbone
 from adlight.nets.fadaeinejad import FadaeinejadAE
 from adlight.nets.features import RawPixels, TransferFeatures
+from adlight.nets.small_cnn import SmallCNN
 from adlight.nets.wilmet import KDCAE, NICAE
 from adlight.nets.zhao_karray import ZhaoKarrayAE
 
@@ -17,6 +18,7 @@ __all__ = [
     "Autoencoder",
     "Backbone",
     "RawPixels",
+    "SmallCNN",
     "TransferFeatures",
     "AutoencoderOutput",
     "FadaeinejadAE",

@@ -189,6 +189,11 @@ class Backbone(nn.Module):
         input_size: images are resized to this square size (``None``: the backbone's own).
         mean, std: normalisation (``None``: the backbone's own, ImageNet's for most).
         drop_rate: dropout before the classifier (timm's argument).
+        freeze: which weights stay fixed in training: ``None`` (fine-tune everything),
+            ``"all"`` (a fixed feature extractor: only the classifier trains), or an int N
+            (the stem and the first N of the backbone's stages, ``feature_info`` order, are
+            frozen; the later ones fine-tune). Frozen BatchNorm layers keep their
+            pretrained statistics.
     """
 
     def __init__(
@@ -200,6 +205,7 @@ class Backbone(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         drop_rate: float = 0.0,
+        freeze: int | str | None = None,
     ) -> None:
         super().__init__()
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0):
@@ -221,6 +227,49 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.layer_names = {n for n, _ in self.model.named_modules() if n}
+        self.freeze = freeze
+        self._frozen_modules = self._apply_freeze(freeze)
+
+    def _stage_names(self) -> list[str]:
+        return [f["module"] for f in getattr(self.model, "feature_info", [])]
+
+    def _apply_freeze(self, freeze: int | str | None) -> list[nn.Module]:
+        if freeze is None:
+            return []
+        names = [n for n, _ in self.model.named_parameters()]
+        if freeze == "all":
+            trainable = {id(p) for p in self.model.get_classifier().parameters()}
+            frozen = [n for n, p in self.model.named_parameters() if id(p) not in trainable]
+        elif isinstance(freeze, int) and not isinstance(freeze, bool):
+            stages = self._stage_names()
+            if not 0 <= freeze <= len(stages):
+                raise ConfigError(
+                    f"freeze must be between 0 and {len(stages)} (the stages of {self.name}: "
+                    f"{stages}), 'all' or null, got {freeze}"
+                )
+            if freeze == 0:
+                return []
+            # parameters are registered in forward order in timm models: freeze everything up
+            # to and including the last parameter of stage N
+            last_stage = stages[freeze - 1] + "."
+            last = max(i for i, n in enumerate(names) if n.startswith(last_stage))
+            frozen = names[: last + 1]
+        else:
+            raise ConfigError(f"freeze must be null, 'all' or an int number of stages, got {freeze!r}")
+        frozen_set = set(frozen)
+        params = dict(self.model.named_parameters())
+        for name in frozen_set:
+            params[name].requires_grad_(False)
+        # modules whose every parameter is frozen keep eval-mode BatchNorm statistics
+        return [m for _, m in self.model.named_modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                and all(not p.requires_grad for p in m.parameters(recurse=False))]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self._frozen_modules:
+            module.eval()
+        return self
 
     @property
     def num_classes(self) -> int:
