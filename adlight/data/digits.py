@@ -75,6 +75,11 @@ class DigitsDataModule(AnomalyDataModule):
             "abnormal_train_fraction", abnormal_train_fraction, allow_one=True
         )
 
+    @property
+    def normal_class_ids(self) -> list[int]:
+        """``class_id`` of the normal digits (sub-categories for an auxiliary task)."""
+        return list(self.normal_digits)
+
     def _build_splits(self) -> SplitDatasets:
         from sklearn.datasets import load_digits
 

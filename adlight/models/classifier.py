@@ -106,14 +106,15 @@ class SupervisedClassifier(AnomalyModule):
         targets, keep = self.targets(batch)
         logits = self.logits(batch["image"][keep])
         loss = self.loss(logits, targets[keep])
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         targets, keep = self.targets(batch)
         logits = self.logits(batch["image"])
         if keep.any():
-            self.log("val/loss", self.loss(logits[keep], targets[keep]), sync_dist=True)
+            self.log("val/loss", self.loss(logits[keep], targets[keep]), sync_dist=True,
+                     batch_size=int(keep.sum()))
         self.val_collector.update(batch, {"score": self._score(logits)})
 
     def configure_optimizers(self):
