@@ -3,6 +3,13 @@
 from adlight.models.autoencoder import AutoencoderModel
 from adlight.models.base import AnomalyModule
 from adlight.models.classifier import SupervisedClassifier
+from adlight.models.gan import GANModel
 from adlight.models.ocsvm import OneClassSVMModel
 
-__all__ = ["AnomalyModule", "AutoencoderModel", "OneClassSVMModel", "SupervisedClassifier"]
+__all__ = [
+    "AnomalyModule",
+    "AutoencoderModel",
+    "GANModel",
+    "OneClassSVMModel",
+    "SupervisedClassifier",
+]

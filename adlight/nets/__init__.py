@@ -6,6 +6,7 @@ Autoencoders subclass :class:`~adlight.nets.autoencoder.Autoencoder` and follow 
 
 from adlight.nets.autoencoder import Autoencoder, AutoencoderOutput
 from adlight.nets.backbones import Backbone
+from adlight.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from adlight.nets.fadaeinejad import FadaeinejadAE
 from adlight.nets.features import RawPixels, TransferFeatures
 from adlight.nets.small_cnn import SmallCNN
@@ -17,6 +18,8 @@ __all__ = [
     "NICAE",
     "Autoencoder",
     "Backbone",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
     "RawPixels",
     "SmallCNN",
     "TransferFeatures",
