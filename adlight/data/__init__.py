@@ -7,23 +7,31 @@ Every datamodule yields the batch of ``docs/contracts.md``: ``image`` (N x C x H
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.digits import DigitsDataModule
+from adlight.data.driving import DRIVING_BEHAVIOURS, DrivingDistractionDataModule
 from adlight.data.folder import FolderDataModule
+from adlight.data.ham10000 import HAM10000_DIAGNOSES, HAM10000DataModule
 from adlight.data.images import IMAGE_EXTENSIONS, list_images, load_image, load_mask
 from adlight.data.mvtec import MVTEC_CATEGORIES, MVTEC_URL, MVTecDataModule
 from adlight.data.splits import stratified_split
+from adlight.data.table import TableDataModule
 from adlight.data.transforms import augmentation_transform, eval_transform, train_transform
 
 __all__ = [
+    "DRIVING_BEHAVIOURS",
+    "HAM10000_DIAGNOSES",
     "IMAGE_EXTENSIONS",
     "MVTEC_CATEGORIES",
     "MVTEC_URL",
     "AnomalyDataModule",
     "DigitsDataModule",
+    "DrivingDistractionDataModule",
     "FolderDataModule",
+    "HAM10000DataModule",
     "ImageFileDataset",
     "MVTecDataModule",
     "Sample",
     "SplitDatasets",
+    "TableDataModule",
     "TensorImageDataset",
     "augmentation_transform",
     "eval_transform",
