@@ -5,10 +5,12 @@ Every datamodule yields the batch of ``docs/contracts.md``: ``image`` (N x C x H
 """
 
 from adlight.data.base import AnomalyDataModule, SplitDatasets
+from adlight.data.class_split import ClassSplitDataModule
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.digits import DigitsDataModule
 from adlight.data.driving import DRIVING_BEHAVIOURS, DrivingDistractionDataModule
 from adlight.data.folder import FolderDataModule
+from adlight.data.generated import WithGeneratedNormals
 from adlight.data.ham10000 import HAM10000_DIAGNOSES, HAM10000DataModule
 from adlight.data.images import IMAGE_EXTENSIONS, list_images, load_image, load_mask
 from adlight.data.mvtec import MVTEC_CATEGORIES, MVTEC_URL, MVTecDataModule
@@ -23,6 +25,7 @@ __all__ = [
     "MVTEC_CATEGORIES",
     "MVTEC_URL",
     "AnomalyDataModule",
+    "ClassSplitDataModule",
     "DigitsDataModule",
     "DrivingDistractionDataModule",
     "FolderDataModule",
@@ -33,6 +36,7 @@ __all__ = [
     "SplitDatasets",
     "TableDataModule",
     "TensorImageDataset",
+    "WithGeneratedNormals",
     "augmentation_transform",
     "eval_transform",
     "list_images",
