@@ -19,12 +19,24 @@ API (all return paths; ``root`` is created when missing):
 - ``make_class_folder_tree(root, classes=("normal", "abnormal"), n_per_class=4, size=32,
   seed=0) -> Path``: ``root/<class>/<i>.png``; each class has its own colour and stripe
   direction, so a classifier can tell them apart. Returns ``root``.
+- ``make_mnist_raw(root, folder="MNIST", n_train_per_class=6, n_test_per_class=4, size=28,
+  seed=0) -> Path``: ten classes in torchvision's raw idx layout
+  (``root/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``; ``folder`` "MNIST" or
+  "FashionMNIST"), read with ``download=False``. Returns ``root``.
+- ``make_cifar10_batches(root, n_train_per_class=5, n_test_per_class=3, seed=0) -> Path``:
+  ten classes as the pickled ``root/cifar-10-batches-py`` files (five data batches, test batch,
+  ``batches.meta`` with the CIFAR-10 names). torchvision checks their md5 sums against the
+  official files, so a test must let ``torchvision.datasets.cifar.check_integrity`` accept them.
+- ``class_level(k)``: the gray level of class ``k``'s images in those two (every pixel except
+  the first, which numbers the image within its class; RGB is ``(v, 255 - v, 128)``).
 - ``normal_image(size, rng)`` / ``defect_image(size, rng, kind)``: the arrays (uint8
   ``H x W x 3``; ``defect_image`` also returns the 0/255 mask).
 """
 
 from __future__ import annotations
 
+import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -143,4 +155,81 @@ def make_class_folder_tree(
             _save(
                 root / name / f"{i:03d}.png", np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
             )
+    return root
+
+
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck")
+
+
+def class_level(k: int) -> int:
+    """Gray level of every image of class ``k`` (0..9) in the torchvision-layout helpers."""
+    return 20 + 20 * k
+
+
+def _coded_images(counts: list[int], size: int, rng: np.random.Generator):
+    """``(images uint8 N x size x size, labels)``: class k's images at ``class_level(k)``, their
+    first pixel the image's number within the class, classes interleaved in a seeded order."""
+    labels = np.repeat(np.arange(len(counts)), counts)
+    images = np.empty((len(labels), size, size), dtype=np.uint8)
+    number = np.zeros(len(counts), dtype=int)
+    for j, k in enumerate(labels):
+        images[j] = class_level(int(k))
+        images[j, 0, 0] = number[k] % 256
+        number[k] += 1
+    order = rng.permutation(len(labels))
+    return images[order], labels[order].astype(np.uint8)
+
+
+def _per_class(n: int | list[int], classes: int = 10) -> list[int]:
+    return [n] * classes if isinstance(n, int) else list(n)
+
+
+def make_mnist_raw(
+    root: str | Path,
+    folder: str = "MNIST",
+    n_train_per_class: int | list[int] = 6,
+    n_test_per_class: int | list[int] = 4,
+    size: int = 28,
+    seed: int = 0,
+) -> Path:
+    """Write ten classes as uncompressed idx files where torchvision's MNIST reads them."""
+    root = Path(root)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train_per_class), ("t10k", n_test_per_class)):
+        images, labels = _coded_images(_per_class(n), size, rng)
+        header = struct.pack(">IIII", 0x0803, len(images), size, size)  # ubyte, 3 dims
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
+        header = struct.pack(">II", 0x0801, len(labels))  # ubyte, 1 dim
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(header + labels.tobytes())
+    return root
+
+
+def make_cifar10_batches(
+    root: str | Path,
+    n_train_per_class: int | list[int] = 5,
+    n_test_per_class: int | list[int] = 3,
+    seed: int = 0,
+) -> Path:
+    """Write ten 32x32 RGB classes as CIFAR-10's pickled python batches."""
+    root = Path(root)
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def rgb(gray: np.ndarray) -> np.ndarray:  # N x 32 x 32 -> N x 3072, channel-major rows
+        planes = [gray, 255 - gray, np.full_like(gray, 128)]
+        return np.stack(planes, axis=1).reshape(len(gray), -1)
+
+    def dump(name: str, images: np.ndarray, labels: np.ndarray) -> None:
+        entry = {"data": rgb(images), "labels": [int(x) for x in labels]}
+        (base / name).write_bytes(pickle.dumps(entry))
+
+    images, labels = _coded_images(_per_class(n_train_per_class), 32, rng)
+    for b, part in enumerate(np.array_split(np.arange(len(labels)), 5)):
+        dump(f"data_batch_{b + 1}", images[part], labels[part])
+    dump("test_batch", *_coded_images(_per_class(n_test_per_class), 32, rng))
+    (base / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR10_NAMES)}))
     return root
