@@ -32,7 +32,8 @@ class PredictionWriter(BasePredictionWriter):
         self._csv_path: Path | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module) -> None:
-        directory = unique_path(run_directory(trainer) / "predictions") if trainer.is_global_zero else None
+        run_dir = run_directory(trainer)  # on every rank: trainer.log_dir is a broadcast under DDP
+        directory = unique_path(run_dir / "predictions") if trainer.is_global_zero else None
         directory = Path(trainer.strategy.broadcast(str(directory) if directory else None))
         # every process writes its own CSV: no two processes append to one file
         name = "scores.csv" if trainer.world_size == 1 else f"scores-rank{trainer.global_rank}.csv"

@@ -27,6 +27,7 @@ def unique_path(path: Path) -> Path:
 
 
 def run_directory(trainer: L.Trainer) -> Path:
+    """The run's log directory, created. Call it on every rank (``trainer.log_dir`` broadcasts)."""
     directory = Path(trainer.log_dir or trainer.default_root_dir)
     directory.mkdir(parents=True, exist_ok=True)
     return directory
@@ -61,12 +62,14 @@ class TestReport(Callback):
         self.written: list[Path] = []
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
+        # every rank asks: under DDP trainer.log_dir is a broadcast, and a rank that skips it
+        # leaves rank 0 waiting on a peer that has moved on (measured: gloo "connection closed")
+        directory = run_directory(trainer)
         if not trainer.is_global_zero or not getattr(pl_module, "test_report", None):
             return
         report = dict(pl_module.test_report)
         report["model"] = type(pl_module).__name__
         report["checkpoint"] = trainer.ckpt_path
-        directory = run_directory(trainer)
         metrics_path = unique_path(directory / "metrics.json")
         metrics_path.write_text(json.dumps(_json_ready(report), indent=2) + "\n")
         self.written = [metrics_path]
