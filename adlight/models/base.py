@@ -18,6 +18,7 @@ from torch import Tensor
 
 from adlight.errors import ConfigError
 from adlight.metrics import (
+    ALL_CLASSES,
     EpochCollector,
     EpochOutputs,
     auroc,
@@ -25,7 +26,7 @@ from adlight.metrics import (
     f1_optimal_threshold,
     has_both_classes,
     parse_threshold,
-    per_class_auroc,
+    per_class_metrics,
 )
 
 ThresholdArg = float | str | None
@@ -86,6 +87,17 @@ class AnomalyModule(L.LightningModule):
 
     def head_is_fitted(self) -> bool:
         return True
+
+    def count_step_without_optimizer(self) -> None:
+        """For models whose fitting is done by a head fitter, not by gradient steps.
+
+        Lightning counts ``global_step`` in optimizer steps, and ModelCheckpoint skips saving
+        while it is still 0, so a model with no optimizer would write no checkpoint (and
+        ``max_steps`` / ``log_every_n_steps`` would mean nothing). A feature-head model calls
+        this from ``training_step`` (with ``automatic_optimization = False``) so that each
+        batch it has seen counts as one step.
+        """
+        self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_completed()
 
     def configure_callbacks(self):
         if not self.has_head:
@@ -155,11 +167,20 @@ class AnomalyModule(L.LightningModule):
                 else "fixed" if isinstance(mode, float) else "none"
             )
         class_names = getattr(self.trainer.datamodule, "class_names", None) or []
-        report["per_class_image_AUROC"] = per_class_auroc(outputs, class_names)
+        # each anomaly class against all normal test images, then ALL (Zhao & Karray's
+        # Tables 3-4, MVTec defect types); per_class_image_AUROC is kept for older readers
+        per_class = per_class_metrics(outputs, class_names, image_t, pixel_t)
+        report["per_class"] = per_class
+        report["per_class_image_AUROC"] = {
+            name: row["image_AUROC"] for name, row in per_class.items() if name != ALL_CLASSES
+        }
+        logged = {f"test/{k}": v for k, v in report.items()}
+        for name, row in per_class.items():
+            logged.update({f"test/per_class/{name}/{k}": v for k, v in row.items()})
         self.log_dict(
-            {f"test/{k}": float(v) for k, v in report.items()
+            {k: float(v) for k, v in logged.items()
              if isinstance(v, (int, float)) and not isinstance(v, bool)
-             and v is not None and math.isfinite(v) and not k.startswith("n_")},
+             and math.isfinite(v) and not k.rsplit("/", 1)[-1].startswith("n_")},
             sync_dist=True,
         )
         self.test_outputs = EpochOutputs(**{

@@ -61,7 +61,8 @@ class FeatureCache:
                     ) from error
                 if data.get("key") != self.key:
                     continue  # a hash collision on the folder name: ignore the foreign shard
-                self._entries.update(zip(data["digests"], data["features"].unbind(0)))
+                for group in data["groups"]:
+                    self._entries.update(zip(group["digests"], group["features"].unbind(0), strict=True))
         return self._entries
 
     def __len__(self) -> int:
@@ -76,7 +77,7 @@ class FeatureCache:
         self.misses += len(missing)
         if missing:
             computed = compute(images[missing]).detach().float()
-            for i, row in zip(missing, computed.cpu().unbind(0)):
+            for i, row in zip(missing, computed.cpu().unbind(0), strict=True):
                 entries[digests[i]] = row.clone()
             self._dirty = True
         return torch.stack([entries[d] for d in digests]).to(images.device)
@@ -87,9 +88,14 @@ class FeatureCache:
             return None
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"features-rank{self.rank}.pt"
-        digests = list(self._entries)
-        data = {"key": self.key, "digests": digests,
-                "features": torch.stack([self._entries[d] for d in digests])}
+        # one stacked tensor per feature shape (a representation without a fixed input size,
+        # such as RawPixels(size=None), gives different sizes for different image sizes)
+        by_shape: dict[tuple, list[str]] = {}
+        for digest, row in self._entries.items():
+            by_shape.setdefault(tuple(row.shape), []).append(digest)
+        groups = [{"digests": ds, "features": torch.stack([self._entries[d] for d in ds])}
+                  for ds in by_shape.values()]
+        data = {"key": self.key, "groups": groups}
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(data, tmp)
         os.replace(tmp, path)

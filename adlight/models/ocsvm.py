@@ -136,6 +136,7 @@ class OneClassSVMModel(AnomalyModule):
 
     # ----- "training": nothing to learn by gradient; the head fitter does the work -----
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        self.count_step_without_optimizer()  # so the fitted head gets a checkpoint
         return None
 
     def configure_optimizers(self):
@@ -185,7 +186,7 @@ class OneClassSVMModel(AnomalyModule):
         finite = [v for v in values if not math.isnan(v)]
         self.test_report["image_AUROC_nu_mean"] = float(np.mean(finite)) if finite else math.nan
         self.test_report["image_AUROC_nu_std"] = float(np.std(finite)) if finite else math.nan
-        self.test_report["image_AUROC_by_nu"] = dict(zip((f"{v:g}" for v in self.sweep_nus), values))
+        self.test_report["image_AUROC_by_nu"] = dict(zip((f"{v:g}" for v in self.sweep_nus), values, strict=True))
         self.log("test/image_AUROC_nu_mean", self.test_report["image_AUROC_nu_mean"], sync_dist=True)
 
     # ----- checkpoint -------------------------------------------------------------------

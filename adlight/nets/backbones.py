@@ -64,7 +64,7 @@ def load_efficientnet_lite0_pypi(model: nn.Module) -> None:
             "with num_classes 1000"
         )
     mapped = {}
-    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
+    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items(), strict=True):
         if src.shape != dst.shape:
             raise ConfigError(
                 f"{path}: tensor {src_key} has shape {tuple(src.shape)} but the timm model's "
@@ -229,6 +229,9 @@ class Backbone(nn.Module):
         self.layer_names = {n for n, _ in self.model.named_modules() if n}
         self.freeze = freeze
         self._frozen_modules = self._apply_freeze(freeze)
+        # Lightning does not call train() at the start of fit (it only saves and restores each
+        # module's mode around evaluation), so the frozen layers are put in eval mode here
+        self.train(self.training)
 
     def _stage_names(self) -> list[str]:
         return [f["module"] for f in getattr(self.model, "feature_info", [])]

@@ -53,6 +53,7 @@ class TransferFeatures(nn.Module):
         self.unit_length = unit_length
         # frozen: Andrews et al. use the pretrained layers as they are
         self.backbone.requires_grad_(False)
+        self.train(False)  # Lightning never calls train() on entering fit; be in eval mode now
 
     def train(self, mode: bool = True):
         # BatchNorm statistics stay those of pretraining, whatever the trainer asks
