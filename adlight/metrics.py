@@ -232,12 +232,81 @@ def evaluate(
     return report
 
 
+#: key of the row of :func:`per_class_metrics` that pools every anomaly class
+ALL_CLASSES = "ALL"
+
+
+def _class_name(class_id: int, class_names: list[str]) -> str:
+    return class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
+
+
+def _anomaly_classes(outputs: EpochOutputs, class_names: list[str]) -> list[tuple[str, Tensor]]:
+    """``(name, mask of that class's anomalous images)`` for every class with anomalies.
+
+    Names are unique and never :data:`ALL_CLASSES`, so a row can never hide another.
+    """
+    anomalous = outputs.label == 1
+    classes, seen = [], {ALL_CLASSES}
+    for class_id in sorted(set(outputs.class_id[anomalous].tolist())):
+        name = _class_name(class_id, class_names)
+        if name in seen:
+            name = f"{name} (class {class_id})"
+        seen.add(name)
+        classes.append((name, anomalous & (outputs.class_id == class_id)))
+    return classes
+
+
 def per_class_auroc(outputs: EpochOutputs, class_names: list[str]) -> dict[str, float]:
     """AUROC of each anomaly class against the normal images (the papers' per-class tables)."""
     normal = outputs.label == 0
-    result = {}
-    for class_id in sorted(set(outputs.class_id[outputs.label == 1].tolist())):
-        chosen = normal | (outputs.class_id == class_id)
-        name = class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
-        result[name] = auroc(outputs.score[chosen], outputs.label[chosen])
+    return {
+        name: auroc(outputs.score[normal | chosen], outputs.label[normal | chosen])
+        for name, chosen in _anomaly_classes(outputs, class_names)
+    }
+
+
+def per_class_metrics(
+    outputs: EpochOutputs,
+    class_names: list[str],
+    image_threshold: float | None = None,
+    pixel_threshold: float | None = None,
+) -> dict[str, dict[str, float]]:
+    """Metrics of each anomaly class against *all* normal test images, then ``"ALL"``.
+
+    The per-class protocol of Zhao & Karray's Tables 3-4 (and of MVTec defect types): the
+    images of one anomaly class plus every normal image form one test set. Each row has
+    ``n_normal``, ``n_anomalous``, ``image_AUROC``; ``pixel_AUROC`` (over every pixel of
+    those images) when the model gives anomaly maps and the data has masks;
+    ``image_F1``/``image_precision``/``image_recall`` at ``image_threshold`` when one is
+    given; ``pixel_F1``/``pixel_precision``/``pixel_recall`` likewise at ``pixel_threshold``.
+    Recall is the share of that class caught; precision and F1 also count the false alarms
+    on all normals, so they depend on how many images the class has. The ``"ALL"`` row pools
+    every anomaly and equals the overall figures of :func:`evaluate`.
+    """
+    normal = outputs.label == 0
+    rows = [*_anomaly_classes(outputs, class_names), (ALL_CLASSES, outputs.label == 1)]
+    image_t = image_threshold if image_threshold is not None and math.isfinite(image_threshold) else None
+    pixel_t = pixel_threshold if pixel_threshold is not None and math.isfinite(pixel_threshold) else None
+    result: dict[str, dict[str, float]] = {}
+    for name, anomalies in rows:
+        chosen = normal | anomalies
+        scores, labels = outputs.score[chosen], outputs.label[chosen]
+        row: dict[str, float] = {
+            "n_normal": int(normal.sum()),
+            "n_anomalous": int(anomalies.sum()),
+            "image_AUROC": auroc(scores, labels),
+        }
+        if image_t is not None:
+            for key, value in threshold_metrics(scores, labels, image_t).items():
+                if key in ("F1", "precision", "recall"):
+                    row[f"image_{key}"] = value
+        if outputs.has_pixels:
+            pixel_scores = outputs.anomaly_map[chosen].flatten()
+            pixel_labels = outputs.mask[chosen].flatten()
+            row["pixel_AUROC"] = auroc(pixel_scores, pixel_labels)
+            if pixel_t is not None:
+                for key, value in threshold_metrics(pixel_scores, pixel_labels, pixel_t).items():
+                    if key in ("F1", "precision", "recall"):
+                        row[f"pixel_{key}"] = value
+        result[name] = row
     return result

@@ -6,14 +6,18 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from adlight.errors import ConfigError
 from adlight.metrics import (
+    ALL_CLASSES,
     EpochCollector,
+    EpochOutputs,
     auroc,
     evaluate,
     f1_optimal_threshold,
     parse_threshold,
     per_class_auroc,
+    per_class_metrics,
     threshold_metrics,
 )
+from adlight.models.base import AnomalyModule
 
 
 def test_auroc_of_large_unbounded_scores_is_not_saturated():
@@ -124,3 +128,96 @@ def test_evaluate_without_threshold_reports_no_f1():
     report = evaluate(collector.compute(), image_threshold=math.nan, pixel_threshold=None)
     assert "image_F1" not in report and "pixel_AUROC" not in report
     assert report["image_AUROC"] == 1.0
+
+
+# ----- per-class results: each anomaly class against all normal test images, plus ALL -----
+def _per_class_outputs():
+    """3 normals, 2 'scratch' and 2 'hole' images of 2 x 2 pixels; the hole maps miss."""
+    score = torch.tensor([0.1, 0.2, 0.3, 0.25, 0.9, 0.8, 0.95])
+    label = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    class_id = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    mask = torch.zeros(7, 2, 2)
+    mask[3:, 0, 0] = 1.0
+    anomaly_map = torch.zeros(7, 2, 2)
+    anomaly_map[:3] = 0.1
+    anomaly_map[3:5, 0, 0] = 0.9  # scratch: found
+    anomaly_map[5:, 1, 1] = 0.9  # hole: the wrong pixel
+    return EpochOutputs(index=torch.arange(7), score=score, label=label, class_id=class_id,
+                        anomaly_map=anomaly_map, mask=mask)
+
+
+def test_per_class_metrics_known_answers_and_all_matches_evaluate():
+    out = _per_class_outputs()
+    rows = per_class_metrics(out, ["good", "scratch", "hole"], image_threshold=0.5,
+                             pixel_threshold=0.5)
+    assert list(rows) == ["scratch", "hole", ALL_CLASSES]
+    scratch, hole = rows["scratch"], rows["hole"]
+    assert (scratch["n_normal"], scratch["n_anomalous"]) == (3, 2)
+    # 0.25 beats two of the three normals, 0.9 all three
+    assert scratch["image_AUROC"] == pytest.approx(5 / 6)
+    assert scratch["image_recall"] == pytest.approx(0.5)
+    assert scratch["image_precision"] == pytest.approx(1.0)
+    assert scratch["image_F1"] == pytest.approx(2 / 3)
+    assert hole["image_AUROC"] == pytest.approx(1.0) and hole["image_recall"] == 1.0
+    for name, members in (("scratch", [0, 1, 2, 3, 4]), ("hole", [0, 1, 2, 5, 6])):
+        expected = roc_auc_score(out.mask[members].flatten(), out.anomaly_map[members].flatten())
+        assert rows[name]["pixel_AUROC"] == pytest.approx(expected, abs=1e-6)
+    assert rows["scratch"]["pixel_recall"] == 1.0 and rows["hole"]["pixel_recall"] == 0.0
+    overall = evaluate(out, 0.5, 0.5)
+    for key in ("image_AUROC", "image_F1", "image_precision", "image_recall", "pixel_AUROC",
+                "pixel_F1"):
+        assert rows[ALL_CLASSES][key] == pytest.approx(overall[key]), key
+    assert rows[ALL_CLASSES]["n_anomalous"] == overall["n_anomalous"]
+    assert per_class_auroc(out, ["good", "scratch", "hole"]) == {
+        name: rows[name]["image_AUROC"] for name in ("scratch", "hole")}
+
+
+def test_per_class_metrics_without_threshold_or_maps_reports_only_auroc():
+    out = _per_class_outputs()
+    out.anomaly_map = out.mask = None
+    rows = per_class_metrics(out, ["good", "scratch", "hole"], image_threshold=math.nan)
+    assert set(rows["hole"]) == {"n_normal", "n_anomalous", "image_AUROC"}
+
+
+def test_per_class_names_never_collide_with_all_or_each_other():
+    out = _per_class_outputs()
+    out.class_id = torch.tensor([0, 0, 0, 1, 1, -1, -1])
+    assert list(per_class_metrics(out, ["good", "ALL"])) == ["-1", "ALL (class 1)", ALL_CLASSES]
+    out.class_id = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    assert list(per_class_metrics(out, ["good", "x", "x"])) == ["x", "x (class 2)", ALL_CLASSES]
+
+
+class _BrightnessModel(AnomalyModule):
+    """A model with no network at all: score = how far pixels stray from the texture's mean.
+    Per-class results must come from the base class for any model like this one."""
+
+    def anomaly_outputs(self, batch):
+        amap = (batch["image"] - 0.45).abs().amax(1, keepdim=True)
+        return {"score": amap.flatten(1).amax(1), "anomaly_map": amap}
+
+
+def test_any_model_gets_per_class_results_from_the_base_class(tmp_path):
+    import lightning as L
+    from synthetic import make_folder_tree
+
+    from adlight.data import FolderDataModule
+
+    dirs = make_folder_tree(tmp_path, n_normal=12, abnormal={"bright": 4, "dark": 4}, size=32,
+                            masks=True)
+    dm = FolderDataModule(**{k: str(v) for k, v in dirs.items()}, mask_suffix="_mask",
+                          image_size=32, val_fraction=0.5, normal_test_fraction=0.5)
+    model = _BrightnessModel()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.validate(model, datamodule=dm, verbose=False)
+    trainer.test(model, datamodule=dm, verbose=False)
+    report = model.test_report
+    assert set(report["per_class"]) == {"bright", "dark", ALL_CLASSES}
+    for name in ("bright", "dark"):
+        row = report["per_class"][name]
+        assert row["image_AUROC"] == pytest.approx(1.0)  # a pasted square always strays
+        assert {"image_recall", "image_F1", "pixel_AUROC", "pixel_recall"} <= set(row)
+        assert report["per_class_image_AUROC"][name] == row["image_AUROC"]
+    assert report["per_class"][ALL_CLASSES]["image_F1"] == pytest.approx(report["image_F1"])
+    logged = trainer.callback_metrics
+    assert float(logged["test/per_class/dark/image_AUROC"]) == pytest.approx(1.0)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adlight.callbacks.figures import examples_figure, histogram_figure, pixel_f1_figure, roc_figure
+from adlight.metrics import ALL_CLASSES
 
 
 def unique_path(path: Path) -> Path:
@@ -48,6 +49,46 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _json_ready(v) for k, v in value.items()}
     return value
+
+
+#: columns of the per-class table, in order, with their headers
+PER_CLASS_COLUMNS = (
+    ("n_anomalous", "n"),
+    ("image_AUROC", "image AUROC"),
+    ("pixel_AUROC", "pixel AUROC"),
+    ("image_recall", "recall"),
+    ("image_precision", "precision"),
+    ("image_F1", "F1"),
+    ("pixel_F1", "pixel F1"),
+)
+
+
+def per_class_table(per_class: dict[str, dict[str, Any]]) -> Table:
+    """One row per anomaly class (each against all normal test images) and ALL; a column
+    only where some row has the figure (no pixel columns without masks, no F1 without a
+    threshold)."""
+    n_normal = next((row["n_normal"] for row in per_class.values() if "n_normal" in row), None)
+    normals = "all normal test images" if n_normal is None else f"all {n_normal} normal test images"
+    table = Table(title=f"per class: each anomaly class against {normals}")
+    table.add_column("class")
+    columns = [(key, header) for key, header in PER_CLASS_COLUMNS
+               if any(key in row for row in per_class.values())]
+    for _, header in columns:
+        table.add_column(header, justify="right")
+    for name, row in per_class.items():
+        cells = []
+        for key, _ in columns:
+            value = row.get(key)
+            if value is None:
+                cells.append("")
+            elif isinstance(value, float):
+                cells.append("nan" if not math.isfinite(value) else f"{value:.4f}")
+            else:
+                cells.append(str(value))
+        if name == ALL_CLASSES:
+            table.add_section()
+        table.add_row(name, *cells)
+    return table
 
 
 class TestReport(Callback):
@@ -105,8 +146,13 @@ class TestReport(Callback):
                 continue
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             table.add_row(key, shown)
-        for name, value in report.get("per_class_image_AUROC", {}).items():
-            table.add_row(f"image_AUROC[{name}]", "nan" if value != value else f"{value:.4f}")
         console = Console()
         console.print(table)
+        per_class = report.get("per_class")
+        if per_class:
+            console.print(per_class_table(per_class))
+        elif report.get("per_class_image_AUROC"):  # a model whose report has no per_class rows
+            console.print(per_class_table(
+                {name: {"image_AUROC": v} for name, v in report["per_class_image_AUROC"].items()}
+            ))
         console.print("wrote " + ", ".join(str(p) for p in self.written))

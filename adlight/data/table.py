@@ -31,7 +31,9 @@ from adlight.errors import ConfigError, DataError
 #: test groups beyond ``test_size``); they are listed in split.csv all the same.
 UNUSED = "unused"
 
-Size = float | int
+# int before float in every signature: jsonargparse tries a union's members in order, and
+# float first would turn a count of 100 from the YAML into the number 100.0
+Size = int | float
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,9 @@ class TableDataModule(AnomalyDataModule):
         group_column: str | None = None,
         test_groups: Sequence[str | int] | None = None,
         num_test_groups: int | None = None,
-        val_size: float | int = 0.1,
-        test_size: float | int | None = None,
-        anomaly_test_size: float | int | None = None,
+        val_size: int | float = 0.1,
+        test_size: int | float | None = None,
+        anomaly_test_size: int | float | None = None,
         abnormal_train_fraction: float = 0.0,
         delimiter: str | None = None,
         image_size: int = 128,
