@@ -121,7 +121,7 @@ class ClassSplitDataModule(AnomalyDataModule):
     ``normal_class_ids`` lists the normal ones (targets for an auxiliary-task classifier). Give
     ``normal_classes`` or ``anomaly_classes`` (or both): the one left out is every other class.
     Classes are names (``"airplane"``, ``"5"``, ``"Positive"``) or int indices into
-    ``class_names``.
+    ``class_names``; an int that is also a class's name (folders ``1/``, ``3/``) means that class.
 
     Sources (``source``):
 
@@ -319,19 +319,17 @@ class ClassSplitDataModule(AnomalyDataModule):
     def _resolve(self, specs: list[ClassSpec], names: list[str], argument: str) -> list[int]:
         ids = []
         for spec in specs:
-            if isinstance(spec, int):
+            # an int that is also a class's name means that class: the YAML parser turns a
+            # quoted "3" into 3, so for folders named 1, 2, 3 the name is all a user can mean
+            if isinstance(spec, int) and str(spec) not in names:
                 if spec >= len(names):
                     raise DataError(
                         f"{argument}: class index {spec} is out of range; the {len(names)} "
                         f"classes are {names}"
                     )
-                if str(spec) in names and names.index(str(spec)) != spec:
-                    raise DataError(
-                        f"{argument}: {spec} is ambiguous: index {spec} is class "
-                        f"{names[spec]!r} but a class is named {str(spec)!r}; write the name "
-                        "as a quoted string"
-                    )
                 ids.append(spec)
+            elif str(spec) in names:
+                ids.append(names.index(str(spec)))
             elif spec in names:
                 ids.append(names.index(spec))
             else:

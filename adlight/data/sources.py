@@ -177,6 +177,11 @@ def _layout(source: str, root: Path) -> str:
 def open_torchvision(source: str, root: Path, train: bool, download: bool):
     """The torchvision dataset, or :class:`DataError` naming ``root`` when it is not there."""
     cls = _torchvision_class(source)
+    if download:
+        try:  # present already: skip torchvision's second pass over the files' md5 sums
+            return cls(str(root), train=train, download=False)
+        except Exception:
+            pass
     try:
         return cls(str(root), train=train, download=download)
     except Exception as e:  # torchvision: RuntimeError when missing, others when corrupt
