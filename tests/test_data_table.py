@@ -488,3 +488,23 @@ def test_a_bad_table_is_one_line_on_the_command_line(ham_root, tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"image file '{missing.name}' does not exist" in err and "Traceback" not in err
     assert issubclass(DataError, AdlightError)
+
+
+def test_the_state_farm_example_in_the_docs_reads_kaggles_layout(tmp_path):
+    """docs/datasets.md shows State Farm's driver_imgs_list.csv read by the generic module."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in range(10):
+        for d in range(4):
+            name = f"img_{c}{d}.jpg"
+            _save(tmp_path / "imgs" / "train" / f"c{c}" / name, _image(c != 0, rng, 16))
+            rows.append([f"p{d:03d}", f"c{c}", name])
+    table = write_csv(tmp_path / "driver_imgs_list.csv", ["subject", "classname", "img"], rows)
+    dm = TableDataModule(table, image_template="imgs/train/{classname}/{img}",
+                         label_column="classname", normal_values=["c0"],
+                         anomalous_values=["c1", "c2", "c3", "c4"],
+                         exclude_values=["c5", "c6", "c7", "c8", "c9"],
+                         group_column="subject", num_test_groups=2, val_size=0)
+    assert dm.class_names == ["c0", "c1", "c2", "c3", "c4"]
+    assert counts(dm, "test") == {f"c{c}": 2 for c in range(5)}
+    assert counts(dm, "train") == {"c0": 2}
