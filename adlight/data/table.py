@@ -470,7 +470,7 @@ class TableDataModule(AnomalyDataModule):
                 )
         if self.mask_column is not None:
             for r in records:
-                if r.split in ("val", "test") and r.sample.label == 1 and r.sample.mask_path is None:
+                if r.split != UNUSED and r.sample.label == 1 and r.sample.mask_path is None:
                     raise DataError(
                         f"{r.where}: anomalous image {r.sample.path} has an empty mask column "
                         f"{self.mask_column!r}; with a mask column every used anomaly needs a mask"
