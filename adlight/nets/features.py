@@ -60,7 +60,11 @@ class TransferFeatures(nn.Module):
         return super().train(False)
 
     def forward(self, images: Tensor) -> Tensor:
-        taps = self.backbone.taps(images, self.layers)
+        return self.pool_taps(self.backbone.taps(images, self.layers))
+
+    def pool_taps(self, taps: dict[str, Tensor]) -> Tensor:
+        """The representation from already computed :meth:`Backbone.taps` outputs (so one
+        forward pass can serve several representations, as the benchmark does)."""
         parts = [pool_feature_map(taps[name].float(), self.pool) for name in self.layers]
         if self.unit_length:
             parts = [F.normalize(p, dim=1) for p in parts]
