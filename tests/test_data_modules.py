@@ -581,3 +581,23 @@ def test_cached_images_are_read_once_and_equal_uncached_reads(tmp_path):
     for a, b in zip(first, [plain.test_dataset[i] for i in range(len(plain.test_dataset))], strict=True):
         assert torch.equal(a["image"], b["image"])
         assert a["image"].dtype == torch.float32 and 0 <= a["image"].min() and a["image"].max() <= 1
+
+
+def test_split_csv_never_overwrites_a_file_it_did_not_write(tmp_path, monkeypatch):
+    """A logger-less run writes split.csv into default_root_dir (the working directory)."""
+    import lightning as L
+
+    from adlight.data import DigitsDataModule
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "split.csv").write_text("the user's own file\n")
+    for seed in (0, 0, 1):
+        trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        dm = DigitsDataModule(image_size=8, seed=seed)
+        dm.trainer = trainer
+        dm.setup("fit")
+        dm.setup("test")  # the same split again: recognised, not written twice
+    assert (tmp_path / "split.csv").read_text() == "the user's own file\n"
+    assert sorted(p.name for p in tmp_path.glob("split*.csv")) == [
+        "split-1.csv", "split-2.csv", "split.csv"]
+    assert (tmp_path / "split-1.csv").read_text() != (tmp_path / "split-2.csv").read_text()

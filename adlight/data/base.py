@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import filecmp
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +235,19 @@ class AnomalyDataModule(L.LightningDataModule):
             return None
         # Lightning creates the loggers' experiments before setup(), so writing here does not
         # make CSVLogger warn that its directory is not empty.
-        path = Path(log_dir) / SPLIT_FILE
+        # fit then test in one run directory: the split is recorded already. A file there
+        # that differs (a logger-less run writes into default_root_dir, the working directory
+        # by default) is never overwritten: this split goes into split-1.csv, split-2.csv...
+        first = Path(log_dir) / SPLIT_FILE
+        path, n = first, 0
+        while path.exists():
+            check = self.write_split_csv(first.with_name(f".{SPLIT_FILE}.{os.getpid()}"))
+            same = filecmp.cmp(check, path, shallow=False)
+            check.unlink()
+            if same:
+                return path
+            n += 1
+            path = first.with_name(f"{first.stem}-{n}{first.suffix}")
         self.write_split_csv(path)
         return path
 
