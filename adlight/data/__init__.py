@@ -5,7 +5,6 @@ Every datamodule yields the batch of ``docs/contracts.md``: ``image`` (N x C x H
 """
 
 from adlight.data.base import AnomalyDataModule, SplitDatasets
-from adlight.data.class_split import ClassSplitDataModule
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.digits import DigitsDataModule
 from adlight.data.driving import DRIVING_BEHAVIOURS, DrivingDistractionDataModule
@@ -25,7 +24,6 @@ __all__ = [
     "MVTEC_CATEGORIES",
     "MVTEC_URL",
     "AnomalyDataModule",
-    "ClassSplitDataModule",
     "DigitsDataModule",
     "DrivingDistractionDataModule",
     "FolderDataModule",

@@ -420,4 +420,10 @@ class GANModel(AnomalyModule):
         checkpoint["adlight_frechet_history"] = [list(p) for p in self.frechet_history]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # a run resumed or scored with another num_sample_images keeps the configured grid
+        # (Lightning loads the state dict strictly, after this hook)
+        state = checkpoint.get("state_dict", {})
+        saved = state.get("sample_noise")
+        if saved is not None and saved.shape != self.sample_noise.shape:
+            state["sample_noise"] = self.sample_noise.detach().clone()
         self.frechet_history = [(int(e), float(v)) for e, v in checkpoint.get("adlight_frechet_history", [])]
