@@ -5,6 +5,7 @@ Every datamodule yields the batch of ``docs/contracts.md``: ``image`` (N x C x H
 """
 
 from adlight.data.base import AnomalyDataModule, SplitDatasets
+from adlight.data.class_split import ClassSplitDataModule
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.digits import DigitsDataModule
 from adlight.data.driving import DRIVING_BEHAVIOURS, DrivingDistractionDataModule
@@ -24,6 +25,7 @@ __all__ = [
     "MVTEC_CATEGORIES",
     "MVTEC_URL",
     "AnomalyDataModule",
+    "ClassSplitDataModule",
     "DigitsDataModule",
     "DrivingDistractionDataModule",
     "FolderDataModule",
