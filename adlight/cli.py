@@ -4,7 +4,15 @@ Model and datamodule are chosen by ``class_path`` in the YAML (any
 :class:`~adlight.models.AnomalyModule` and :class:`~adlight.data.AnomalyDataModule`);
 every option can be overridden on the command line (``--data.image_size 64``). On top
 of LightningCLI this adds the test report (``metrics.json``, figures), the prediction
-writer (``adlight predict``), ``--test_after_fit`` and one-line errors for bad input.
+writer (``adlight predict``), ``--test_after_fit`` and one-line errors for bad input, and
+for long and distributed runs:
+
+- ``last.ckpt`` at the end of every epoch (``--save_last``) with the random generators'
+  states, and ``--ckpt_path last`` resumes from the newest ``last.ckpt`` of the earlier
+  versions of the run (the resumed run writes into a new version directory);
+- Weights & Biases beside TensorBoard: ``--config configs/logger/wandb.yaml`` or
+  ``--wandb.enabled true`` (see :mod:`adlight.tracking`);
+- ``adlight sweep ...`` runs a grid of configs on SLURM or locally (:mod:`adlight.sweep`).
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ import sys
 from lightning.pytorch.cli import LightningCLI
 
 from adlight.callbacks import PredictionWriter, TestReport
+from adlight.callbacks.resume import LastCheckpoint, RandomStateCheckpoint, find_last_checkpoint
 from adlight.data import AnomalyDataModule
 from adlight.errors import AdlightError
 from adlight.models import AnomalyModule
+from adlight.tracking import ConfigToLoggers, WandbOptions, finish_wandb_runs, make_wandb_logger
 
 
 class AdlightCLI(LightningCLI):
@@ -28,6 +38,8 @@ class AdlightCLI(LightningCLI):
         # the module takes its optimiser as an argument (OptimizerCallable), so the YAML
         # shows the whole experiment; LightningCLI's own --optimizer would be a second way
         kwargs.setdefault("auto_configure_optimizers", False)
+        # config.yaml in the run directory, and the same config sent to W&B when it is on
+        kwargs.setdefault("save_config_callback", ConfigToLoggers)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -37,6 +49,63 @@ class AdlightCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True,
             help="fit only: test the fitted model on the test split and write the report",
         )
+        parser.add_argument(
+            "--save_last", type=bool, default=True,
+            help="fit: write last.ckpt at the end of every epoch (besides any ModelCheckpoint "
+                 "the config has), so that --ckpt_path last resumes a killed run",
+        )
+        # a group of its own rather than an entry in --trainer.logger: W&B is added beside
+        # the run's TensorBoard/CSV logger, so the run directory does not move (see tracking.py)
+        parser.add_class_arguments(WandbOptions, "wandb")
+
+    def _section(self, config) -> dict:
+        return config[self.subcommand] if self.subcommand else config
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        section = self._section(self.config_init)
+        trainer_config = section.get("trainer", {})
+        # appended after construction so that Lightning still adds its default
+        # ModelCheckpoint when the config has none (ckpt_path="best" keeps working)
+        trainer.callbacks.append(RandomStateCheckpoint())
+        if section.get("save_last", True) and trainer_config.get("enable_checkpointing") is not False:
+            trainer.callbacks.append(LastCheckpoint())
+        options = section.get("wandb")
+        if options is not None and options.enabled:
+            default_root = trainer_config.get("default_root_dir") or trainer.default_root_dir
+            wandb_logger = make_wandb_logger(options, trainer.loggers, default_root)
+            trainer.loggers = [*trainer.loggers, wandb_logger]
+        return trainer
+
+    def _resolve_last_checkpoint(self) -> None:
+        """``--ckpt_path last``: the newest last.ckpt of this run's earlier versions.
+
+        Lightning looks for "last" in the checkpoint directory of the *current* version,
+        which for a restarted run is a new, empty version_N; the run it should continue
+        wrote into an earlier one.
+        """
+        section = self._section(self.config_init)
+        if section.get("ckpt_path") != "last":
+            return
+        logger = self.trainer.loggers[0] if self.trainer.loggers else None
+        # TensorBoard and CSV loggers version their runs under root_dir
+        root = getattr(logger, "root_dir", None) or self.trainer.default_root_dir
+        found = find_last_checkpoint(root)
+        if found is not None:
+            section["ckpt_path"] = str(found)
+        # none found: Lightning's own "last" warns and starts from scratch
+
+    def before_fit(self) -> None:
+        self._resolve_last_checkpoint()
+
+    def before_validate(self) -> None:
+        self._resolve_last_checkpoint()
+
+    def before_test(self) -> None:
+        self._resolve_last_checkpoint()
+
+    def before_predict(self) -> None:
+        self._resolve_last_checkpoint()
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit", False) and not self.trainer.interrupted:
@@ -52,11 +121,21 @@ def _message(error: BaseException) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["sweep"]:
+        from adlight.sweep import main as sweep_main
+
+        sweep_main(argv[1:])
+        return
+    exit_code = 1
     try:
         AdlightCLI(args=args)
+        exit_code = 0
     except AdlightError as error:
         print(f"adlight: error: {_message(error)}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        finish_wandb_runs(exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,5 +3,12 @@
 from adlight.callbacks.heads import OneClassHeadFitter
 from adlight.callbacks.predictions import PredictionWriter
 from adlight.callbacks.report import TestReport
+from adlight.callbacks.resume import LastCheckpoint, RandomStateCheckpoint
 
-__all__ = ["OneClassHeadFitter", "PredictionWriter", "TestReport"]
+__all__ = [
+    "LastCheckpoint",
+    "OneClassHeadFitter",
+    "PredictionWriter",
+    "RandomStateCheckpoint",
+    "TestReport",
+]

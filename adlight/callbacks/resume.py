@@ -1,0 +1,115 @@
+"""What a fit needs to resume exactly where it stopped.
+
+- :class:`LastCheckpoint` writes ``last.ckpt`` at the end of every training epoch, whatever
+  other ``ModelCheckpoint`` (best-k on a monitored metric, every n epochs) a config adds.
+- :class:`RandomStateCheckpoint` stores the random number generators in every checkpoint
+  and puts them back when a fit resumes, so the resumed epochs draw the same shuffles,
+  augmentations and injected noise as an uninterrupted run would have.
+- :func:`find_last_checkpoint` finds the newest ``last.ckpt`` of the earlier versions of a
+  run: run directories are versioned (a resumed fit writes into a new ``version_N``, so
+  nothing a user has is overwritten), and Lightning's own ``ckpt_path="last"`` only looks
+  in the new, still empty, version.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+RNG_STATE_KEY = "adlight_rng_states"
+LAST_NAME = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` at the end of every ``every_n_epochs``-th training epoch, nothing else.
+
+    A plain ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only when it writes a
+    top-k checkpoint, which with the paper configs' ``check_val_every_n_epoch: 10`` and a
+    monitored metric is every tenth epoch; this one always writes it at the end of the
+    training epoch (after that epoch's validation), so a killed fit loses at most one epoch.
+
+    Args:
+        dirpath: where to write it; by default ``<run directory>/checkpoints``.
+        every_n_epochs: write it every this many epochs.
+    """
+
+    def __init__(self, dirpath: str | None = None, every_n_epochs: int = 1) -> None:
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0,
+                         every_n_epochs=every_n_epochs, save_on_train_epoch_end=True)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        if (trainer.current_epoch + 1) % self._every_n_epochs == 0:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # a resumed fit writes its own last.ckpt into its own (new) version directory; the
+        # old path is of no use and restoring it only makes Lightning warn "dirpath changed"
+        return
+
+
+def _collect_rng_states() -> dict[str, Any]:
+    # Lightning's fabric helper keeps numpy's state as an ndarray, which torch.load's
+    # default weights_only=True refuses to unpickle (checked with torch 2.14); tensors,
+    # strings and ints load everywhere
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    python_state = random.getstate()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": list(python_state[1]),
+        "python_version": python_state[0],
+        "python_gauss_next": python_state[2],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    numpy = states["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    random.setstate((states["python_version"], tuple(states["python"]), states["python_gauss_next"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class RandomStateCheckpoint(Callback):
+    """Saves torch, numpy and Python RNG states in checkpoints; restores them on resume.
+
+    Lightning keeps loop, optimiser and scheduler state in a checkpoint but not the random
+    generators, so a resumed fit would shuffle and augment differently from an uninterrupted
+    one. States are those of rank 0; under DDP every rank is seeded alike and draws alike
+    (the sampler shuffles by seed and epoch), so rank 0's state is every rank's state.
+    DataLoader worker processes keep their own generators: with ``num_workers > 0`` and
+    random augmentations a resumed run is statistically, not bitwise, the same.
+    """
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[RNG_STATE_KEY] = _collect_rng_states()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        # only a resumed fit continues a random stream; testing from a checkpoint does not
+        if trainer.state.fn == "fit" and RNG_STATE_KEY in checkpoint:
+            _set_rng_states(checkpoint[RNG_STATE_KEY])
+
+
+def find_last_checkpoint(run_root: str | Path) -> Path | None:
+    """The most recently written ``last*.ckpt`` under ``run_root`` (``<root>/version_*/...``)."""
+    run_root = Path(run_root)
+    if not run_root.is_dir():
+        return None
+    candidates = [p for p in run_root.rglob("last*.ckpt") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
