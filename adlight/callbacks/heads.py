@@ -60,6 +60,14 @@ def gather_training_features(trainer: L.Trainer, model) -> torch.Tensor:
     return features[order[keep]]
 
 
+def _last_epoch(trainer: L.Trainer) -> bool:
+    """Whether the epoch ending now is the last one fit will run (as far as can be known)."""
+    max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+    return (trainer.should_stop
+            or (max_epochs is not None and max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs)
+            or (max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps))
+
+
 class OneClassHeadFitter(Callback):
     """Fits ``model.fit_head`` on the features of all training normals."""
 
@@ -74,6 +82,13 @@ class OneClassHeadFitter(Callback):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         self._fit(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        # ModelCheckpoint saves in its own on_train_epoch_end, which Lightning runs after this
+        # callback's. When this last epoch ran no validation (no validation split), fit now,
+        # so that the checkpoint holds the head (on_train_end would come after the save)
+        if self._fitted_at_step != trainer.global_step and _last_epoch(trainer):
+            self._fit(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         # the last validation epoch may have fitted the head on the final weights already;

@@ -5,11 +5,14 @@ from adlight.models.base import AnomalyModule
 from adlight.models.classifier import SupervisedClassifier
 from adlight.models.gan import GANModel
 from adlight.models.ocsvm import OneClassSVMModel
+from adlight.models.patch import PadimModel, PatchCoreModel
 
 __all__ = [
     "AnomalyModule",
     "AutoencoderModel",
     "GANModel",
     "OneClassSVMModel",
+    "PadimModel",
+    "PatchCoreModel",
     "SupervisedClassifier",
 ]

@@ -9,6 +9,7 @@ from adlight.nets.backbones import Backbone
 from adlight.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from adlight.nets.fadaeinejad import FadaeinejadAE
 from adlight.nets.features import RawPixels, TransferFeatures
+from adlight.nets.patch_features import PatchFeatures
 from adlight.nets.small_cnn import SmallCNN
 from adlight.nets.wilmet import KDCAE, NICAE
 from adlight.nets.zhao_karray import ZhaoKarrayAE
@@ -20,6 +21,7 @@ __all__ = [
     "Backbone",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "PatchFeatures",
     "RawPixels",
     "SmallCNN",
     "TransferFeatures",

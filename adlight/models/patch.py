@@ -1,0 +1,310 @@
+"""Pixel-level anomaly maps from pretrained patch features: PatchCore and PaDiM.
+
+Andrews et al.'s idea, a one-class model on transferred representations, carried down to
+image patches: a frozen backbone describes every patch of an image
+(:class:`~adlight.nets.patch_features.PatchFeatures`), a model of the training normals'
+patches says how unusual each test patch is, and that grid of patch scores, upsampled to the
+image and Gaussian-smoothed, is the anomaly map; the image score is its maximum.
+
+Two heads on the same features:
+
+- :class:`PatchCoreModel` (Roth et al., "Towards Total Recall in Industrial Anomaly
+  Detection", 2022): a memory bank of normal patch features, reduced by greedy coreset
+  selection; a patch's score is its distance to the nearest bank patch (mean over k).
+- :class:`PadimModel` (Defard et al., "PaDiM", 2021): a Gaussian per grid position (mean and
+  covariance of the normals' features there); a patch's score is its Mahalanobis distance.
+  No search at test time, but D x D numbers per position.
+
+Nothing is trained by gradient. ``adlight fit`` runs one epoch whose training step does
+nothing (manual optimisation, no optimiser), and the
+:class:`~adlight.callbacks.heads.OneClassHeadFitter` extracts the patch features of every
+training normal on every process (``head_features`` returns the N x D x h x w maps; the
+fitter gathers tensors of any shape), so each process fits the same head on the whole
+training set, before validation chooses the thresholds. The head lives in the checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from adlight.errors import ConfigError
+from adlight.models.autoencoder import smooth
+from adlight.models.base import AnomalyModule, ThresholdArg
+from adlight.models.memory_bank import (
+    SEARCH_BACKENDS,
+    SearchBackend,
+    check_fraction,
+    greedy_coreset,
+    nearest_distances,
+)
+from adlight.nets.patch_features import PatchFeatures
+
+
+class PatchModel(AnomalyModule):
+    """What PatchCore and PaDiM share: features, the no-op training, maps and checkpoints.
+
+    Subclasses implement :meth:`fit_patches` (training patch features N x D x h x w ->
+    the head), :meth:`patch_scores` (N x D x h x w -> N x h x w) and :meth:`head_state`.
+
+    Args:
+        features: the patch representation (frozen).
+        smoothing_sigma: Gaussian blur of the upsampled map, in image pixels (PatchCore and
+            PaDiM use 4 at 224-256 px); 0 for none.
+    """
+
+    has_head = True
+    #: checkpoint key holding the head's tensors
+    CHECKPOINT_KEY = "adlight_patch_head"
+
+    def __init__(
+        self,
+        features: PatchFeatures,
+        smoothing_sigma: float = 4.0,
+        image_threshold: ThresholdArg = "val_f1",
+        pixel_threshold: ThresholdArg = "val_f1",
+        num_examples: int = 4,
+    ) -> None:
+        super().__init__(image_threshold, pixel_threshold, num_examples)
+        if not isinstance(features, PatchFeatures):
+            raise ConfigError(
+                f"features must be an adlight.nets.PatchFeatures, got {type(features).__name__}"
+            )
+        if isinstance(smoothing_sigma, bool) or not isinstance(smoothing_sigma, (int, float)) \
+                or smoothing_sigma < 0:
+            raise ConfigError(f"smoothing_sigma must be a number >= 0, got {smoothing_sigma!r}")
+        self.features = features.requires_grad_(False)
+        self.smoothing_sigma = float(smoothing_sigma)
+        # nothing to learn by gradient: Lightning runs the training epoch without an optimiser
+        self.automatic_optimization = False
+        # DistributedDataParallel refuses to wrap a module without a parameter that requires
+        # a gradient, and Lightning wraps every model it fits under DDP. This one number is
+        # never used (no loss, no optimiser); it lets `adlight fit --trainer.strategy ddp`
+        # run, each process extracting its share of the training features for the head.
+        self.ddp_anchor = torch.nn.Parameter(torch.zeros(1))
+
+    # ----- "training": the head fitter does the work ---------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.features.eval()  # frozen: BatchNorm keeps the pretrained statistics
+        return self
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        self.count_step_without_optimizer()  # so ModelCheckpoint saves the fitted head
+        return None
+
+    def configure_optimizers(self):
+        return None
+
+    # ----- features and maps ----------------------------------------------------------
+    @torch.no_grad()
+    def patch_features(self, images: Tensor) -> Tensor:
+        return self.features(images)
+
+    def head_features(self, batch: dict) -> Tensor:
+        return self.patch_features(batch["image"])
+
+    def fit_head(self, features: Tensor) -> None:
+        if features.ndim != 4:
+            raise ConfigError(f"patch features must be N x D x h x w, got shape {tuple(features.shape)}")
+        self.fit_patches(features.to(self.device, torch.float32))
+
+    def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
+        images = batch["image"]
+        if not self.head_is_fitted():
+            trainer = self._trainer
+            if trainer is not None and trainer.sanity_checking:
+                # the sanity check runs before anything is fitted; it only checks the data
+                zeros = images.new_zeros(images.shape[0], 1, *images.shape[-2:])
+                return {"score": zeros.flatten(1).amax(1), "anomaly_map": zeros}
+            raise ConfigError(
+                f"{type(self).__name__} is not fitted: fit it first (adlight fit), or load a "
+                "checkpoint written after fitting (--ckpt_path)"
+            )
+        scores = self.patch_scores(self.patch_features(images))  # N x h x w
+        maps = F.interpolate(scores.unsqueeze(1), size=tuple(images.shape[-2:]), mode="bilinear",
+                             align_corners=False)
+        maps = smooth(maps, self.smoothing_sigma)
+        return {"score": maps.flatten(1).amax(1), "anomaly_map": maps}
+
+    # ----- for subclasses -------------------------------------------------------------
+    def fit_patches(self, features: Tensor) -> None:
+        raise NotImplementedError
+
+    def patch_scores(self, features: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def head_state(self) -> dict[str, Tensor]:
+        """The head's tensors (buffer name -> tensor), as saved in the checkpoint."""
+        raise NotImplementedError
+
+    # ----- the head in the checkpoint ---------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.head_is_fitted():
+            checkpoint[self.CHECKPOINT_KEY] = {k: v.detach().cpu().clone() for k, v in self.head_state().items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for name, value in checkpoint.get(self.CHECKPOINT_KEY, {}).items():
+            setattr(self, name, value.to(self.device))
+
+
+class PatchCoreModel(PatchModel):
+    """PatchCore: nearest-neighbour distance to a coreset of normal patch features.
+
+    Args:
+        features: the patch representation (``adlight.nets.PatchFeatures``).
+        coreset_fraction: share of the training patches kept in the memory bank, in (0, 1]
+            (PatchCore: 0.1 or 0.01; 1 keeps all).
+        projection_dim: coreset selection runs on a Gaussian random projection to this
+            many dimensions (``null``: on the features); the bank keeps the full features.
+        num_neighbours: a patch's score is its mean distance to this many nearest bank
+            patches (PatchCore: 1).
+        search: nearest-neighbour backend: ``auto`` (faiss on the CPU, scikit-learn where
+            faiss is missing, torch on accelerators), ``faiss``, ``sklearn`` or ``torch``.
+        search_batch_size: query patches per search block (bounds memory).
+        seed: seeds the projection and the coreset's first pick.
+        smoothing_sigma, image_threshold, pixel_threshold, num_examples: see
+            :class:`PatchModel` and :class:`~adlight.models.base.AnomalyModule`.
+    """
+
+    def __init__(
+        self,
+        features: PatchFeatures,
+        coreset_fraction: float = 0.1,
+        projection_dim: int | None = 64,
+        num_neighbours: int = 1,
+        search: SearchBackend = "auto",
+        search_batch_size: int = 16384,
+        seed: int = 0,
+        smoothing_sigma: float = 4.0,
+        image_threshold: ThresholdArg = "val_f1",
+        pixel_threshold: ThresholdArg = "val_f1",
+        num_examples: int = 4,
+    ) -> None:
+        super().__init__(features, smoothing_sigma, image_threshold, pixel_threshold, num_examples)
+        self.save_hyperparameters(ignore=["features"])
+        self.coreset_fraction = check_fraction(coreset_fraction)
+        if projection_dim is not None and (isinstance(projection_dim, bool)
+                                           or not isinstance(projection_dim, int) or projection_dim < 1):
+            raise ConfigError(f"projection_dim must be an int >= 1 or null, got {projection_dim!r}")
+        if isinstance(num_neighbours, bool) or not isinstance(num_neighbours, int) or num_neighbours < 1:
+            raise ConfigError(f"num_neighbours must be an int >= 1, got {num_neighbours!r}")
+        if search not in SEARCH_BACKENDS:
+            raise ConfigError(f"search must be one of {SEARCH_BACKENDS}, got {search!r}")
+        if isinstance(search_batch_size, bool) or not isinstance(search_batch_size, int) \
+                or search_batch_size < 1:
+            raise ConfigError(f"search_batch_size must be an int >= 1, got {search_batch_size!r}")
+        self.projection_dim = projection_dim
+        self.num_neighbours = num_neighbours
+        self.search = search
+        self.search_batch_size = search_batch_size
+        self.seed = seed
+        # a buffer, so it follows the module to any device; saved by on_save_checkpoint
+        # because its size is only known after fitting
+        self.register_buffer("memory_bank", torch.empty(0, features.feature_dim), persistent=False)
+
+    def fit_patches(self, features: Tensor) -> None:
+        patches = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+        if patches.shape[0] < self.num_neighbours:
+            raise ConfigError(
+                f"num_neighbours={self.num_neighbours} but the training normals give only "
+                f"{patches.shape[0]} patches"
+            )
+        chosen = greedy_coreset(patches, self.coreset_fraction, self.projection_dim, self.seed)
+        bank = patches[chosen].contiguous()
+        if bank.shape[0] < self.num_neighbours:
+            raise ConfigError(
+                f"coreset_fraction={self.coreset_fraction} keeps {bank.shape[0]} patches, fewer "
+                f"than num_neighbours={self.num_neighbours}"
+            )
+        self.memory_bank = bank
+
+    def head_is_fitted(self) -> bool:
+        return self.memory_bank.shape[0] > 0
+
+    def head_state(self) -> dict[str, Tensor]:
+        return {"memory_bank": self.memory_bank}
+
+    def patch_scores(self, features: Tensor) -> Tensor:
+        n, d, h, w = features.shape
+        queries = features.permute(0, 2, 3, 1).reshape(-1, d)
+        distances = nearest_distances(queries, self.memory_bank, self.num_neighbours,
+                                      self.search, self.search_batch_size)
+        return distances.mean(1).reshape(n, h, w)
+
+
+class PadimModel(PatchModel):
+    """PaDiM: a Gaussian per grid position, Mahalanobis distance as the patch score.
+
+    Args:
+        features: the patch representation (``adlight.nets.PatchFeatures``).
+        covariance_eps: added to the diagonal of every covariance (PaDiM: 0.01), so it is
+            invertible with fewer training images than feature dimensions.
+        position_chunk: grid positions whose covariances are inverted at once (bounds the
+            memory of fitting: chunk x D x D in float64).
+        smoothing_sigma, image_threshold, pixel_threshold, num_examples: see
+            :class:`PatchModel` and :class:`~adlight.models.base.AnomalyModule`.
+    """
+
+    def __init__(
+        self,
+        features: PatchFeatures,
+        covariance_eps: float = 0.01,
+        position_chunk: int = 256,
+        smoothing_sigma: float = 4.0,
+        image_threshold: ThresholdArg = "val_f1",
+        pixel_threshold: ThresholdArg = "val_f1",
+        num_examples: int = 4,
+    ) -> None:
+        super().__init__(features, smoothing_sigma, image_threshold, pixel_threshold, num_examples)
+        self.save_hyperparameters(ignore=["features"])
+        if isinstance(covariance_eps, bool) or not isinstance(covariance_eps, (int, float)) \
+                or covariance_eps <= 0:
+            raise ConfigError(f"covariance_eps must be a number > 0, got {covariance_eps!r}")
+        if isinstance(position_chunk, bool) or not isinstance(position_chunk, int) or position_chunk < 1:
+            raise ConfigError(f"position_chunk must be an int >= 1, got {position_chunk!r}")
+        self.covariance_eps = float(covariance_eps)
+        self.position_chunk = position_chunk
+        d = features.feature_dim
+        # positions x D, positions x D x D; buffers (any device), saved by on_save_checkpoint
+        self.register_buffer("position_mean", torch.empty(0, d), persistent=False)
+        self.register_buffer("position_precision", torch.empty(0, d, d), persistent=False)
+
+    def fit_patches(self, features: Tensor) -> None:
+        n, d, h, w = features.shape
+        if n < 2:
+            raise ConfigError(f"PaDiM needs at least 2 training normals for a covariance, got {n}")
+        # positions x N x D, in float64: a covariance from few samples is ill-conditioned
+        per_position = features.permute(2, 3, 0, 1).reshape(h * w, n, d).double()
+        mean = per_position.mean(1)
+        eye = torch.eye(d, dtype=torch.float64, device=features.device)
+        precisions = []
+        for start in range(0, h * w, self.position_chunk):
+            centred = per_position[start:start + self.position_chunk] - mean[start:start + self.position_chunk, None]
+            covariance = centred.transpose(1, 2) @ centred / (n - 1) + self.covariance_eps * eye
+            # Cholesky, not a general inverse: the covariance is symmetric positive definite
+            precisions.append(torch.cholesky_inverse(torch.linalg.cholesky(covariance)))
+        self.position_mean = mean.float()
+        self.position_precision = torch.cat(precisions).float()
+
+    def head_is_fitted(self) -> bool:
+        return self.position_mean.shape[0] > 0
+
+    def head_state(self) -> dict[str, Tensor]:
+        return {"position_mean": self.position_mean, "position_precision": self.position_precision}
+
+    def patch_scores(self, features: Tensor) -> Tensor:
+        n, d, h, w = features.shape
+        if h * w != self.position_mean.shape[0] or d != self.position_mean.shape[1]:
+            raise ConfigError(
+                f"PaDiM was fitted on a grid of {self.position_mean.shape[0]} positions x "
+                f"{self.position_mean.shape[1]} features; these images give {h}x{w} x {d} "
+                "(a different backbone input_size or layers?)"
+            )
+        centred = features.permute(2, 3, 0, 1).reshape(h * w, n, d) - self.position_mean[:, None]
+        # squared Mahalanobis distance per position: (x - mu)^T Sigma^-1 (x - mu)
+        squared = (torch.bmm(centred, self.position_precision) * centred).sum(-1)  # positions x N
+        return squared.clamp_min(0.0).sqrt().T.reshape(n, h, w)
