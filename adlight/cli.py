@@ -120,6 +120,16 @@ def _message(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
+def run(args: list[str] | None = None) -> None:
+    """One ``adlight`` command in this process; bad input raises :class:`AdlightError`."""
+    exit_code = 1
+    try:
+        AdlightCLI(args=args)
+        exit_code = 0
+    finally:
+        finish_wandb_runs(exit_code)
+
+
 def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["sweep"]:
@@ -127,15 +137,11 @@ def main(args: list[str] | None = None) -> None:
 
         sweep_main(argv[1:])
         return
-    exit_code = 1
     try:
-        AdlightCLI(args=args)
-        exit_code = 0
+        run(args)
     except AdlightError as error:
         print(f"adlight: error: {_message(error)}", file=sys.stderr)
         sys.exit(2)
-    finally:
-        finish_wandb_runs(exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover
