@@ -77,7 +77,7 @@ def trained(mvtec_root, tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("gan_run")
     model = GANModel(*nets(), score="latent_search", discriminator_steps=2,
-                     latent_search_steps=3, fid_features=RawPixels(size=8, unit_length=False),
+                     generator_ema_decay=0.5, latent_search_steps=3, fid_features=RawPixels(size=8, unit_length=False),
                      num_sample_images=16, pixel_threshold="val_f1")
     trainer = tiny_trainer(root, max_epochs=2, enable_checkpointing=True)
     datamodule = data(mvtec_root)
@@ -127,7 +127,7 @@ def test_sample_grids_are_written_every_epoch_and_frechet_distance_is_measured(t
 
 def test_the_frechet_feature_extractor_stays_out_of_the_checkpoint(trained):
     checkpoint = torch.load(trained["checkpoint"], weights_only=True)
-    assert all(k.split(".")[0] in ("generator", "discriminator", "image_threshold",
+    assert all(k.split(".")[0] in ("generator", "generator_ema", "discriminator", "image_threshold",
                                    "pixel_threshold", "discriminator_step_count", "sample_noise",
                                    "val_collector", "test_collector")
                for k in checkpoint["state_dict"]), list(checkpoint["state_dict"])
@@ -205,6 +205,40 @@ def test_checkpoint_round_trip_scores_the_same(trained, tmp_path):
     tiny_trainer(tmp_path).test(restored, datamodule=datamodule, verbose=False)
     assert torch.allclose(restored.test_outputs.score, model.test_outputs.score, atol=1e-6)
     assert restored.test_report["pixel_AUROC"] == pytest.approx(report["pixel_AUROC"])
+
+
+def raw_samples(model: GANModel, z: torch.Tensor) -> torch.Tensor:
+    """Images of the trained generator itself (not its weight average), in eval mode."""
+    was_training = model.generator.training
+    model.generator.eval()
+    with torch.no_grad():
+        images = model.to_image(model.generator(z))
+    model.generator.train(was_training)
+    return images
+
+
+def test_the_weight_average_draws_the_samples_and_loads_across_configurations(trained):
+    model = trained["model"]
+    assert model.sampling_generator is model.generator_ema.module
+    noise = model.sample_noise
+    assert not torch.allclose(model.generate(noise), raw_samples(model, noise))
+    # a model without the average scores with the checkpoint's trained generator ...
+    plain = GANModel.load_from_checkpoint(trained["checkpoint"], generator=nets()[0],
+                                          discriminator=nets()[1], generator_ema_decay=None,
+                                          weights_only=True)
+    assert plain.generator_ema is None
+    assert torch.allclose(plain.generate(noise), raw_samples(model, noise), atol=1e-6)
+    # ... and a model with one starts its average from a checkpoint without one
+    checkpoint = torch.load(trained["checkpoint"], weights_only=True)
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                if not k.startswith("generator_ema.")}
+    checkpoint["hyper_parameters"]["generator_ema_decay"] = None
+    torch.save(checkpoint, trained["root"] / "plain.ckpt")
+    averaging = GANModel.load_from_checkpoint(trained["root"] / "plain.ckpt", generator=nets()[0],
+                                              discriminator=nets()[1], generator_ema_decay=0.9,
+                                              weights_only=True)
+    assert averaging.generator_ema is not None
+    assert torch.allclose(averaging.generate(noise), raw_samples(model, noise), atol=1e-6)
 
 
 def test_fit_resumes_both_players_and_their_optimisers(trained, mvtec_root, tmp_path):

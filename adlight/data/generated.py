@@ -60,8 +60,9 @@ class AppendedDataset(ConcatDataset):
 def load_generator(checkpoint: str | Path) -> nn.Module:
     """The generator of a :class:`~adlight.models.GANModel` checkpoint, in eval mode.
 
-    The checkpoint names the generator's class and constructor arguments
-    (``adlight_generator``) next to its weights (``state_dict["generator.*"]``). Only
+    The checkpoint names the generator's class, constructor arguments and where its weights
+    are (``adlight_generator``: ``state_dict["generator.*"]``, or the weight average's
+    ``generator_ema.module.*`` when the model kept one). Only
     classes from ``adlight`` are built, so a checkpoint cannot make this import other code.
     """
     path = Path(checkpoint)
@@ -97,7 +98,9 @@ def load_generator(checkpoint: str | Path) -> nn.Module:
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ConfigError(f"generator_checkpoint {path}: {class_path!r} is not a network")
     generator = cls(**dict(spec.get("init_args", {})))
-    weights = {k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")}
+    # the weight average when the model kept one (GANModel's generator_ema_decay)
+    prefix = str(spec.get("state_prefix", "generator."))
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         generator.load_state_dict(weights, strict=True)
     except RuntimeError as error:

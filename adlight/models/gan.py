@@ -6,6 +6,11 @@ Method, as the papers describe it:
   trained with the non-saturating loss ``-log D(G(z))``; Adam with lr 2e-4 and
   beta1 = 0.5 unless the config says otherwise. Wilmet et al. use such a generator to add
   training images to a small MVTec category (see :mod:`adlight.data.generated`).
+- Optionally (``generator_ema_decay``) an exponential moving average of the generator's
+  weights (Yazici et al., "The Unusual Effectiveness of Averaging in GAN Training", 2019)
+  is what draws samples, measures quality, generates training images and is searched by
+  AnoGAN: on MVTec bottle it roughly halved the Frechet distance that the raw generator
+  reached in the same 900 steps (see ``docs/results.md``).
 - Sample quality is the Frechet distance (torchmetrics' ``FrechetInceptionDistance``)
   between the features of the training normals and of generated images, under a
   pluggable feature extractor (``fid_features``), logged every ``fid_every_n_epochs``;
@@ -31,6 +36,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchvision.utils import make_grid, save_image
@@ -85,6 +91,10 @@ class GANModel(AnomalyModule):
             ``adlight.nets.DCGANDiscriminator``).
         score: ``discriminator`` or ``latent_search`` (AnoGAN), see the module docstring.
         discriminator_steps: k, discriminator steps per generator step (Goodfellow: 1).
+        generator_ema_decay: keep an exponential moving average of the generator's weights
+            and BatchNorm statistics, updated after every generator step with this decay
+            (e.g. 0.995), and use it wherever images are generated or searched; ``None``:
+            the trained generator itself (the DCGAN paper).
         latent_search_steps: Adam steps on ``z`` per batch (AnoGAN: 500).
         latent_search_lr: their learning rate.
         latent_search_weight: lambda, the weight of the discriminator-feature loss (AnoGAN: 0.1).
@@ -113,6 +123,7 @@ class GANModel(AnomalyModule):
         discriminator: nn.Module,
         score: ScoreName = "latent_search",
         discriminator_steps: int = 1,
+        generator_ema_decay: float | None = None,
         latent_search_steps: int = 100,
         latent_search_lr: float = 0.05,
         latent_search_weight: float = 0.1,
@@ -140,6 +151,14 @@ class GANModel(AnomalyModule):
             raise ConfigError(f"score must be one of {SCORES}, got {score!r}")
         self.score_name = score
         self.k = _positive_int(discriminator_steps, "discriminator_steps")
+        self.generator_ema: AveragedModel | None = None
+        if generator_ema_decay is not None:
+            if not 0.0 < generator_ema_decay < 1.0:
+                raise ConfigError(
+                    f"generator_ema_decay must be in (0, 1) or null, got {generator_ema_decay!r}")
+            self.generator_ema = AveragedModel(
+                generator, multi_avg_fn=get_ema_multi_avg_fn(generator_ema_decay), use_buffers=True)
+            self.generator_ema.requires_grad_(False)
         self.latent_search_steps = _positive_int(latent_search_steps, "latent_search_steps")
         if not latent_search_lr > 0:
             raise ConfigError(f"latent_search_lr must be > 0, got {latent_search_lr!r}")
@@ -211,15 +230,21 @@ class GANModel(AnomalyModule):
         low, high = self.input_range
         return ((values - low) / (high - low)).clamp(0.0, 1.0)
 
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator that draws images: the weight average when there is one."""
+        return self.generator if self.generator_ema is None else self.generator_ema.module
+
     @torch.no_grad()
     def generate(self, z: Tensor) -> Tensor:
-        """``G(z)`` in [0, 1] image units, with the generator in eval mode."""
-        was_training = self.generator.training
-        self.generator.eval()
+        """``G(z)`` in [0, 1] image units, with the (sampling) generator in eval mode."""
+        generator = self.sampling_generator
+        was_training = generator.training
+        generator.eval()
         try:
-            return self.to_image(self.generator(z.to(self.device)))
+            return self.to_image(generator(z.to(self.device)))
         finally:
-            self.generator.train(was_training)
+            generator.train(was_training)
 
     # ----- training -------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -257,6 +282,8 @@ class GANModel(AnomalyModule):
                 opt_g.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
                 opt_g.step()
+            if self.generator_ema is not None:
+                self.generator_ema.update_parameters(self.generator)
             self.log("train/g_loss", g_loss, prog_bar=True)
 
     def on_train_start(self) -> None:
@@ -358,8 +385,9 @@ class GANModel(AnomalyModule):
         under ``torch.inference_mode``); both networks are in eval mode, so BatchNorm uses
         its running statistics and each image's search is independent of its batch.
         """
-        states = (self.generator.training, self.discriminator.training)
-        self.generator.eval()
+        generator = self.sampling_generator
+        states = (generator.training, self.discriminator.training)
+        generator.eval()
         self.discriminator.eval()
         lam = self.latent_search_weight
         try:
@@ -376,7 +404,7 @@ class GANModel(AnomalyModule):
                 scale = 1.0 / (self.input_range[1] - self.input_range[0])
 
                 def losses(z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-                    fake = self.generator(z)
+                    fake = generator(z)
                     residual = (target - fake).abs().flatten(1).mean(1) * scale
                     feature = (target_features - self.discriminator.features(fake)).abs().flatten(1).mean(1)
                     return fake, residual, feature, (1 - lam) * residual + lam * feature
@@ -392,7 +420,7 @@ class GANModel(AnomalyModule):
                     fake, residual, feature, loss = losses(z)
                 history.append(loss.detach())
         finally:
-            self.generator.train(states[0])
+            generator.train(states[0])
             self.discriminator.train(states[1])
         return LatentSearchResult(
             latent=z.detach(), reconstruction=self.to_image(fake.detach()),
@@ -413,10 +441,12 @@ class GANModel(AnomalyModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         init_args = getattr(self.generator, "init_args", None)
         if callable(init_args):
-            # what adlight.data.WithGeneratedNormals needs to rebuild the generator alone
+            # what adlight.data.WithGeneratedNormals needs to rebuild the sampling generator alone
             cls = type(self.generator)
             checkpoint["adlight_generator"] = {
-                "class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args()}
+                "class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args(),
+                "state_prefix": "generator." if self.generator_ema is None
+                else "generator_ema.module."}
         checkpoint["adlight_frechet_history"] = [list(p) for p in self.frechet_history]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -426,4 +456,15 @@ class GANModel(AnomalyModule):
         saved = state.get("sample_noise")
         if saved is not None and saved.shape != self.sample_noise.shape:
             state["sample_noise"] = self.sample_noise.detach().clone()
+        # a checkpoint with and a model without the weight average, or the other way round
+        has_ema = any(k.startswith("generator_ema.") for k in state)
+        if has_ema and self.generator_ema is None:
+            for key in [k for k in state if k.startswith("generator_ema.")]:
+                del state[key]
+        elif not has_ema and self.generator_ema is not None and state:
+            # start the average from the checkpoint's generator
+            for key, value in list(state.items()):
+                if key.startswith("generator."):
+                    state["generator_ema.module." + key[len("generator."):]] = value.clone()
+            state["generator_ema.n_averaged"] = torch.ones_like(self.generator_ema.n_averaged)
         self.frechet_history = [(int(e), float(v)) for e, v in checkpoint.get("adlight_frechet_history", [])]
