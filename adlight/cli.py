@@ -62,6 +62,12 @@ class AdlightCLI(LightningCLI):
         return config[self.subcommand] if self.subcommand else config
 
     def instantiate_trainer(self, **kwargs):
+        if self._section(self.config_init).get("trainer", {}).get("strategy") == "ddp":
+            # Lightning's DDP, except that models with nothing to train (the feature-head
+            # models) are not wrapped, which torch's DDP refuses (see adlight/strategies.py)
+            from adlight.strategies import DDPStrategy
+
+            kwargs.setdefault("strategy", DDPStrategy())
         trainer = super().instantiate_trainer(**kwargs)
         section = self._section(self.config_init)
         trainer_config = section.get("trainer", {})
