@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from adlight.errors import ConfigError
+from adlight.losses import full_precision
 from adlight.models.autoencoder import smooth
 from adlight.models.base import AnomalyModule, ThresholdArg
 from adlight.models.memory_bank import (
@@ -110,7 +111,9 @@ class PatchModel(AnomalyModule):
     def fit_head(self, features: Tensor) -> None:
         if features.ndim != 4:
             raise ConfigError(f"patch features must be N x D x h x w, got shape {tuple(features.shape)}")
-        self.fit_patches(features.to(self.device, torch.float32))
+        features = features.to(self.device, torch.float32)
+        with full_precision(features):  # covariances and coreset distances in float32 or more
+            self.fit_patches(features)
 
     def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
         images = batch["image"]
@@ -124,10 +127,14 @@ class PatchModel(AnomalyModule):
                 f"{type(self).__name__} is not fitted: fit it first (adlight fit), or load a "
                 "checkpoint written after fitting (--ckpt_path)"
             )
-        scores = self.patch_scores(self.patch_features(images))  # N x h x w
-        maps = F.interpolate(scores.unsqueeze(1), size=tuple(images.shape[-2:]), mode="bilinear",
-                             align_corners=False)
-        maps = smooth(maps, self.smoothing_sigma)
+        # the backbone runs in the trainer's precision; distances and maps in float32
+        # (under bf16 autocast a distance keeps 3 digits: ties in pixel AUROC)
+        features = self.patch_features(images).float()
+        with full_precision(features):
+            scores = self.patch_scores(features)  # N x h x w
+            maps = F.interpolate(scores.unsqueeze(1), size=tuple(images.shape[-2:]),
+                                 mode="bilinear", align_corners=False)
+            maps = smooth(maps, self.smoothing_sigma)
         return {"score": maps.flatten(1).amax(1), "anomaly_map": maps}
 
     # ----- for subclasses -------------------------------------------------------------
