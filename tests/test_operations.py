@@ -57,10 +57,11 @@ def test_a_fit_killed_mid_epoch_resumes_from_last_to_the_uninterrupted_metrics(m
     main(["fit", *tiny(mvtec_root, tmp_path / "whole", epochs), BEST])
     whole_dir = tmp_path / "whole" / "lightning_logs" / "version_0"
 
-    # the same fit in a fresh process, SIGKILLed in the middle of epoch 2 (0-based): no
-    # teardown runs, the epoch-1 last.ckpt (a non-validation epoch) is all that is left
+    # the same fit in a fresh process, SIGKILLed in the middle of epoch 3 (0-based): no
+    # teardown runs. Validation (and so the monitored and the default checkpoint) ran after
+    # epochs 1 and 3 only; last.ckpt is from epoch 2
     kill = ('--trainer.callbacks+={"class_path": "killswitch.SigkillAt", '
-            '"init_args": {"epoch": 2, "batch": 1}}')
+            '"init_args": {"epoch": 3, "batch": 1}}')
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
            # the same number of threads as this process, so float sums match bit for bit
            "OMP_NUM_THREADS": str(torch.get_num_threads())}
@@ -71,8 +72,9 @@ def test_a_fit_killed_mid_epoch_resumes_from_last_to_the_uninterrupted_metrics(m
     killed_dir = tmp_path / "killed" / "lightning_logs" / "version_0"
     last = killed_dir / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True)  # the RNG states load without pickle
-    assert checkpoint["epoch"] == 1 and RNG_STATE_KEY in checkpoint
-    assert list(killed_dir.glob("checkpoints/best-*.ckpt")), "the monitored checkpoint is kept"
+    assert checkpoint["epoch"] == 2 and RNG_STATE_KEY in checkpoint
+    # the config's monitored checkpoint is kept beside it
+    assert [p.name for p in killed_dir.glob("checkpoints/best-*.ckpt")] == ["best-epoch=1.ckpt"]
     assert not (killed_dir / "metrics.json").exists()
     before = snapshot(killed_dir)
 
