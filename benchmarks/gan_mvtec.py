@@ -2,7 +2,7 @@
 
     python benchmarks/gan_mvtec.py --root ../shared/data/mvtec_ad --category bottle \
         --image-size 64 --width 32 --gan-minutes 4 --anogan-steps 100 \
-        --num-generated 200 --ae-steps 1200
+        --num-generated 200 --ae-steps 800 --seeds 0 1 2
 
 Four measurements, each from a shipped config with the overrides printed:
 
@@ -14,8 +14,9 @@ Four measurements, each from a shipped config with the overrides printed:
 3. ``fadaeinejad/mvtec_anogan``: AnoGAN's latent search (``--anogan-steps`` Adam steps) from
    the same checkpoint: image and pixel AUROC on the test split, thresholds from validation;
 4. ``wilmet/mvtec_ae_l2_generated``: the L2 autoencoder trained for ``--ae-steps`` optimiser
-   steps with 0 and with ``--num-generated`` images from that generator, same seed, same
-   validation and test images.
+   steps with 0 and with ``--num-generated`` images from that generator, once per
+   ``--seeds`` (the weights' initialisation and batch order; the split and the generated
+   images stay the same), measured on the same validation and test images.
 
 Prints a Markdown table and the command that produced it.
 """
@@ -99,21 +100,22 @@ def anogan(args, out: Path, checkpoint: str) -> dict:
             "eval_s": eval_s, "s_per_image": eval_s / images}
 
 
-def autoencoder(args, out: Path, checkpoint: str, num_images: int) -> dict:
+def autoencoder(args, out: Path, checkpoint: str, num_images: int, seed: int) -> dict:
     size = args.image_size
     cli = AdlightCLI(run=False, args=[
         f"--config={CONFIGS / 'wilmet' / 'mvtec_ae_l2_generated.yaml'}",
+        f"--seed_everything={seed}",  # after --config, which sets it too
         f"--data.datamodule.root={args.root}", f"--data.datamodule.category={args.category}",
         f"--data.datamodule.image_size={size}", f"--model.network.init_args.image_size={size}",
         f"--data.generator_checkpoint={checkpoint}", f"--data.num_images={num_images}",
         f"--trainer.max_steps={args.ae_steps}", "--trainer.max_epochs=-1",
-        *quiet_trainer(out / f"ae_generated_{num_images}"),
+        *quiet_trainer(out / f"ae_generated_{num_images}_seed{seed}"),
     ])
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_s = time.perf_counter() - start
     report, _ = evaluate(cli)
-    return {"num_generated": num_images, "fit_s": fit_s, "epochs": cli.trainer.current_epoch,
+    return {"num_generated": num_images, "seed": seed, "fit_s": fit_s, "epochs": cli.trainer.current_epoch,
             "train_images": len(cli.datamodule.train_dataset),
             **{k: report.get(k) for k in ("image_AUROC", "pixel_AUROC", "pixel_F1_best")}}
 
@@ -134,7 +136,8 @@ def main() -> None:
                         help="EfficientNet-Lite0 input size for the Frechet features")
     parser.add_argument("--anogan-steps", type=int, default=100)
     parser.add_argument("--num-generated", type=int, default=200)
-    parser.add_argument("--ae-steps", type=int, default=1200)
+    parser.add_argument("--ae-steps", type=int, default=800)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--gan-checkpoint", default=None,
                         help="skip step 1 and score / generate from this checkpoint")
     parser.add_argument("--skip", nargs="*", default=[], choices=["anogan", "ae"])
@@ -154,8 +157,11 @@ def main() -> None:
         result["anogan"] = anogan(args, out, checkpoint)
         print(json.dumps(result["anogan"]), flush=True)
     if "ae" not in args.skip:
-        result["ae"] = [autoencoder(args, out, checkpoint, n) for n in (0, args.num_generated)]
-        print(json.dumps(result["ae"]), flush=True)
+        result["ae"] = []
+        for n in (0, args.num_generated):
+            for seed in args.seeds:
+                result["ae"].append(autoencoder(args, out, checkpoint, n, seed))
+                print(json.dumps(result["ae"][-1]), flush=True)
     total = time.perf_counter() - start
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -181,11 +187,21 @@ def main() -> None:
         print(f"| AnoGAN latent search, {args.anogan_steps} steps | {a['eval_s']:.0f} s "
               f"({a['s_per_image']:.2f} s/image, val + test) | image AUROC {fmt(a['image_AUROC'])}, "
               f"pixel AUROC {fmt(a['pixel_AUROC'])}, best pixel F1 {fmt(a['pixel_F1_best'])} |")
-    for r in result.get("ae", []):
-        print(f"| L2 AE, {r['num_generated']} generated + real = {r['train_images']} train images | "
-              f"{args.ae_steps} steps ({r['fit_s']:.0f} s, {r['epochs']} epochs) | image AUROC "
-              f"{fmt(r['image_AUROC'])}, pixel AUROC {fmt(r['pixel_AUROC'])}, best pixel F1 "
-              f"{fmt(r['pixel_F1_best'])} |")
+    for n in (0, args.num_generated):
+        rows = [r for r in result.get("ae", []) if r["num_generated"] == n]
+        if not rows:
+            continue
+        cells = []
+        for key, name in (("image_AUROC", "image AUROC"), ("pixel_AUROC", "pixel AUROC"),
+                          ("pixel_F1_best", "best pixel F1")):
+            values = torch.tensor([r[key] for r in rows], dtype=torch.float64)
+            spread = f" +- {values.std().item():.3f}" if len(rows) > 1 else ""
+            cells.append(f"{name} {values.mean().item():.3f}{spread} "
+                         f"({', '.join(f'{v:.3f}' for v in values.tolist())})")
+        fit_s = sum(r["fit_s"] for r in rows) / len(rows)
+        print(f"| L2 AE, {rows[0]['train_images'] - n} real + {n} generated train images, "
+              f"seeds {args.seeds} | {args.ae_steps} steps each ({fit_s:.0f} s, "
+              f"{rows[0]['epochs']} epochs) | {'; '.join(cells)} |")
 
 
 if __name__ == "__main__":
