@@ -43,6 +43,9 @@ def test_patch_features_concatenate_stages_on_the_finest_grid(features64):
 
 
 def test_patch_features_stay_frozen_and_in_eval_mode(features64):
+    # from construction on: Lightning never calls train() when fit starts, and BatchNorm in
+    # training mode would normalise each batch by its own statistics
+    assert not any(m.training for m in features64.modules())
     features64.train()
     assert not features64.training and not any(m.training for m in features64.modules())
     assert not any(p.requires_grad for p in features64.parameters())

@@ -18,7 +18,7 @@ picks in rounds that are mostly matrix products:
    one the textbook loop makes;
 3. update every patch's distance with all of the round's picks at once: one blocked
    matrix product per round (measured on bottle at 256 px, fraction 0.1, 64-d projection:
-   30 rounds of about 700 picks, 5 s instead of about an hour).
+   31 rounds of about 690 picks, 5 s instead of about an hour).
 
 **Search.** The distance of a query patch to its k nearest bank patches comes from faiss
 (exact, ``IndexFlat``-style brute force with blocked BLAS) for tensors on the CPU; where
@@ -26,7 +26,7 @@ faiss is not installed, scikit-learn's brute-force ``NearestNeighbors``; for ten
 accelerator, blocked matrix products in torch on that device. Queries go in blocks of
 ``batch_size`` rows, so memory stays bounded whatever the number of queries. Measured on 2
 cores, the 85k patches of bottle's validation and test images against a 21k-patch bank:
-faiss 3.7-4.4 s, torch 7.6 s, scikit-learn 8.9 s, equal to 6e-4. Distances are
+faiss 3.6-4.4 s, torch 7.3-7.6 s, scikit-learn 8.8 s, equal to 6e-3. Distances are
 computed in float32: on the 2-core AVX2 machine of docs/results.md, bfloat16 matrix
 products were 7x slower than float32 (no native bf16 arithmetic), and float32's error on
 squared distances of order 100 was below 0.01.
