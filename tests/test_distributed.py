@@ -131,6 +131,12 @@ FAMILIES = [
            ["--model.representation.init_args.backbone.init_args.input_size=32",
             "--model.nu_sweep=3", "--model.feature_cache=null"],
            deterministic_fit=True),
+    # the patch-feature models: frozen features, a memory bank (coreset of 10%) or per-position
+    # Gaussians fitted on the training patches of both ranks; nothing is learnt by gradient
+    Family("patchcore", "patch_features/mvtec_patchcore.yaml", mvtec("odd"),
+           ["--model.features.init_args.backbone.init_args.input_size=32"], deterministic_fit=True),
+    Family("padim", "patch_features/mvtec_padim.yaml", mvtec("odd"),
+           ["--model.features.init_args.backbone.init_args.input_size=32"], deterministic_fit=True),
 ]
 
 
@@ -254,7 +260,7 @@ def test_bf16_mixed_precision_on_cpu_fits_and_scores_finitely(family, trees, tmp
     cli = AdlightCLI(args=["fit", *cli_args(family, trees, tmp_path, ddp=False),
                            "--trainer.precision=bf16-mixed", "--test_after_fit=false"])
     assert cli.trainer.precision == "bf16-mixed"
-    if family.name != "andrews_ocsvm":  # nothing is learnt by gradient there: no loss
+    if family.name not in ("andrews_ocsvm", "patchcore", "padim"):  # no gradient there: no loss
         assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     outputs = cli.model.test_outputs

@@ -81,11 +81,8 @@ class PatchModel(AnomalyModule):
         self.smoothing_sigma = float(smoothing_sigma)
         # nothing to learn by gradient: Lightning runs the training epoch without an optimiser
         self.automatic_optimization = False
-        # DistributedDataParallel refuses to wrap a module without a parameter that requires
-        # a gradient, and Lightning wraps every model it fits under DDP. This one number is
-        # never used (no loss, no optimiser); it lets `adlight fit --trainer.strategy ddp`
-        # run, each process extracting its share of the training features for the head.
-        self.ddp_anchor = torch.nn.Parameter(torch.zeros(1))
+        # (under DDP adlight's strategy leaves this parameter-free model unwrapped:
+        # adlight/strategies.py)
 
     # ----- "training": the head fitter does the work ---------------------------------
     def train(self, mode: bool = True):
