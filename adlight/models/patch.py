@@ -80,9 +80,8 @@ class PatchModel(AnomalyModule):
         self.features = features.requires_grad_(False)
         self.smoothing_sigma = float(smoothing_sigma)
         # nothing to learn by gradient: Lightning runs the training epoch without an optimiser
+        # (and under DDP, adlight/strategies.py leaves this parameter-free model unwrapped)
         self.automatic_optimization = False
-        # (under DDP adlight's strategy leaves this parameter-free model unwrapped:
-        # adlight/strategies.py)
 
     # ----- "training": the head fitter does the work ---------------------------------
     def train(self, mode: bool = True):
