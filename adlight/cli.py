@@ -126,6 +126,22 @@ def _message(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
+def _adlight_cause(error: BaseException) -> AdlightError | None:
+    """The :class:`AdlightError` behind ``error``, if any.
+
+    jsonargparse instantiates subclass-mode arguments inside its type checks, so a
+    :class:`DataError` raised by a datamodule's ``__init__`` reaches us as a ``ValueError``
+    ("Does not validate against any of the Union subtypes ...") raised from it.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, AdlightError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def run(args: list[str] | None = None) -> None:
     """One ``adlight`` command in this process; bad input raises :class:`AdlightError`."""
     exit_code = 1
@@ -145,8 +161,11 @@ def main(args: list[str] | None = None) -> None:
         return
     try:
         run(args)
-    except AdlightError as error:
-        print(f"adlight: error: {_message(error)}", file=sys.stderr)
+    except Exception as error:
+        cause = _adlight_cause(error)
+        if cause is None:
+            raise
+        print(f"adlight: error: {_message(cause)}", file=sys.stderr)
         sys.exit(2)
 
 

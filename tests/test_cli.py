@@ -93,6 +93,20 @@ def test_a_missing_root_is_one_clear_line_not_a_traceback(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("bad", ["--data.image_size=-3", "--model.network.init_args.image_size=-3"],
+                         ids=["datamodule", "network"])
+def test_a_bad_value_checked_in_a_constructor_is_one_line(bad, mvtec_root, tmp_path, capsys):
+    # jsonargparse wraps an error raised in a subclass's __init__ into a multi-line
+    # "Does not validate against any of the Union subtypes" with the namespace dumped
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", f"--config={CONFIGS / 'fadaeinejad' / 'mvtec_ae_l2.yaml'}",
+              *tiny(mvtec_root, tmp_path), bad])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("adlight: error:") and "image_size" in err[-1] and "-3" in err[-1]
+    assert not any("Union subtypes" in line or "Namespace(" in line for line in err)
+
+
 def test_an_undecodable_image_names_the_file(mvtec_root, tmp_path, capsys):
     broken = make_mvtec_tree(tmp_path / "broken", n_train=4, n_good_test=2, defects={"scratch": 2})
     bad = broken / "bottle" / "train" / "good" / "001.png"
