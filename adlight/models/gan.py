@@ -117,6 +117,10 @@ class GANModel(AnomalyModule):
             betas (0.5, 0.999), as in the DCGAN paper).
     """
 
+    #: each optimiser's step leaves the other network out of its backward pass, which
+    #: torch's DDP must be told about (see adlight/strategies.py)
+    ddp_find_unused_parameters = True
+
     def __init__(
         self,
         generator: nn.Module,
