@@ -4,17 +4,19 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-from adlight.errors import ConfigError
+from adlight.errors import ConfigError, DataError
 from adlight.metrics import (
     ALL_CLASSES,
     EpochCollector,
     EpochOutputs,
     auroc,
+    binned_precision_recall_curve,
     evaluate,
     f1_optimal_threshold,
     parse_threshold,
     per_class_auroc,
     per_class_metrics,
+    rescale_unit,
     threshold_metrics,
 )
 from adlight.models.base import AnomalyModule
@@ -37,6 +39,33 @@ def test_auroc_matches_sklearn_on_mixed_range_scores():
 
 def test_auroc_is_nan_with_one_class():
     assert math.isnan(auroc(torch.tensor([0.1, 0.2]), torch.tensor([0, 0])))
+
+
+@pytest.mark.parametrize("n, bins", [(7, 5), (1000, 1000), (60_001, 1000)])
+def test_binned_precision_recall_curve_equals_torchmetrics(n, bins):
+    # 60,001 x 1000 pairs take torchmetrics' threshold loop, 1000 x 1000 its vectorised path
+    from torchmetrics.functional.classification import binary_precision_recall_curve
+
+    generator = torch.Generator().manual_seed(n)
+    unit = rescale_unit(torch.randn(n, generator=generator, dtype=torch.float64))
+    # a tenth of the scores exactly on a threshold: the ">=" side must match
+    on_threshold = torch.randint(bins, (n // 10,), generator=generator)
+    unit[: n // 10] = torch.linspace(0, 1, bins).double()[on_threshold]
+    labels = (torch.rand(n, generator=generator) < 0.3).long()
+    got = binned_precision_recall_curve(unit, labels, bins)
+    want = binary_precision_recall_curve(unit, labels, thresholds=bins)
+    for mine, theirs in zip(got, want, strict=True):
+        assert mine.dtype == theirs.dtype
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("bad", [2, -1])
+def test_labels_or_masks_other_than_0_and_1_are_a_data_error(bad):
+    labels = torch.tensor([0, 1, bad, 0])
+    with pytest.raises(DataError, match=f"found \\[{bad}\\]"):
+        auroc(torch.rand(4), labels)
+    with pytest.raises(DataError):
+        threshold_metrics(torch.rand(4), labels, 0.5)
 
 
 def test_f1_optimal_threshold_is_a_raw_score_with_the_best_f1():
