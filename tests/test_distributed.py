@@ -98,6 +98,13 @@ def class_folders(**extra) -> Callable[[dict[str, Path]], list[str]]:
     return overrides
 
 
+def one_vs_rest_folders(trees: dict[str, Path]) -> list[str]:
+    # Minhas & Zelek's protocol at toy scale: class 2 anomalous, 6 training images per class
+    return [f"--data.root={trees['classes']}", "--data.source=folder", "--data.download=false",
+            "--data.anomaly_classes=[2]", "--data.train_per_class=6", "--data.test_per_class=5",
+            "--data.val_fraction=0.34", "--data.channels=3"]
+
+
 def gan() -> list[str]:
     # a 32 px DCGAN of width 8; no Frechet distance (its EfficientNet pass is the feature
     # tests' business and would double the run)
@@ -132,10 +139,7 @@ FAMILIES = [
            odd_test=False),
     # Minhas & Zelek's 2-way head on a frozen pretrained backbone (offline weights)
     Family("minhas_zelek_fixed_extractor", "minhas_zelek/cifar10_efficientnet_lite0_fixed.yaml",
-           lambda trees: [f"--data.root={trees['classes']}", "--data.source=folder",
-                          "--data.download=false", "--data.anomaly_classes=[2]",
-                          "--data.train_per_class=6", "--data.test_per_class=5",
-                          "--data.val_fraction=0.34", "--data.channels=3"],
+           one_vs_rest_folders,
            ["--model.network.init_args.input_size=32"], odd_test=False),
     # Andrews et al.'s OCSVM on frozen features: nothing is learnt by gradient, so the DDP fit
     # (features gathered from both ranks) must give the one-process head and numbers exactly
@@ -160,10 +164,7 @@ FAMILIES = [
            ["--model.network.init_args.image_size=32", "--model.network.init_args.latent_dim=16"]),
     # Minhas & Zelek's fine-tuning: gradients through the unfrozen backbone stages
     Family("minhas_zelek_finetune", "minhas_zelek/cifar10_efficientnet_lite0_finetune.yaml",
-           lambda trees: [f"--data.root={trees['classes']}", "--data.source=folder",
-                          "--data.download=false", "--data.anomaly_classes=[2]",
-                          "--data.train_per_class=6", "--data.test_per_class=5",
-                          "--data.val_fraction=0.34", "--data.channels=3"],
+           one_vs_rest_folders,
            ["--model.network.init_args.input_size=32"], odd_test=False),
     # the DCGAN (two optimisers, manual optimisation) scored by its discriminator, and AnoGAN's
     # latent search (gradient steps on z inside the test loop, under DDP too)
