@@ -66,7 +66,7 @@ def auroc(scores: Tensor, labels: Tensor) -> float:
         return math.nan
     value = float(binary_auroc(rescale_unit(scores.flatten()), labels, validate_args=False))
     # torchmetrics sums the trapezoids in float32: a perfect ranking of pixels came out as
-    # 1.0000001 (tests/test_metrics.py has the case); an AUROC outside [0, 1] is float rounding, not information
+    # 1.0000001 (a case in tests/test_metrics.py); outside [0, 1] is rounding, not information
     return min(max(value, 0.0), 1.0)
 
 
