@@ -63,6 +63,9 @@ class Family:
         head_state: the training-set features the fitted one-class head holds, read from a
             checkpoint (``None``: the family has no head).
         loss: the training loss logged every step (``None``: nothing is learnt by gradient).
+        ddp: run the DDP test too. Off for a variant whose DDP path is another row's (the same
+            model class, data and collectives; only the loss differs): each DDP row costs
+            about 40 s of the suite on 2 cores.
     """
 
     name: str
@@ -76,6 +79,7 @@ class Family:
     #: the test split is odd, so the DistributedSampler pads (one_vs_rest splits are even)
     odd_test: bool = True
     loss: str | None = "train/loss"
+    ddp: bool = True
 
 
 def mvtec(tree: str, **extra) -> Callable[[dict[str, Path]], list[str]]:
@@ -155,13 +159,17 @@ FAMILIES = [
     Family("padim", "patch_features/mvtec_padim.yaml", mvtec("odd"),
            ["--model.features.init_args.backbone.init_args.input_size=32"], deterministic_fit=True,
            loss=None),
-    # the other reconstruction losses: SSIM maps, the VAE's KL term, the sparse latent
-    Family("fadaeinejad_ssim_ae", "fadaeinejad/mvtec_ae_ssim.yaml", mvtec("odd"),
-           ["--model.network.init_args.image_size=32", "--model.network.init_args.latent_dim=16"]),
+    # the VAE under DDP: its test scores must not depend on per-process sampling
     Family("zhao_karray_vae", "zhao_karray/mvtec_vae.yaml", mvtec("odd"),
            ["--model.network.init_args.image_size=32", "--model.network.init_args.latent_dim=16"]),
+    # the other reconstruction losses in bf16: SSIM maps (float32 inside), the sparse latent;
+    # under DDP they are the L2 AE's and the VAE's path with another loss
+    Family("fadaeinejad_ssim_ae", "fadaeinejad/mvtec_ae_ssim.yaml", mvtec("odd"),
+           ["--model.network.init_args.image_size=32", "--model.network.init_args.latent_dim=16"],
+           ddp=False),
     Family("zhao_karray_l1_sparse", "zhao_karray/mvtec_cae_l1_sparse.yaml", mvtec("odd"),
-           ["--model.network.init_args.image_size=32", "--model.network.init_args.latent_dim=16"]),
+           ["--model.network.init_args.image_size=32", "--model.network.init_args.latent_dim=16"],
+           ddp=False),
     # Minhas & Zelek's fine-tuning: gradients through the unfrozen backbone stages
     Family("minhas_zelek_finetune", "minhas_zelek/cifar10_efficientnet_lite0_finetune.yaml",
            one_vs_rest_folders,
@@ -249,7 +257,7 @@ def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f.ddp], ids=lambda f: f.name)
 def test_ddp_on_two_processes_gives_the_one_process_numbers(family, trees, tmp_path):
     main(["fit", *cli_args(family, trees, tmp_path / "one", ddp=False)])
     one_dir = run_dir_of(tmp_path / "one")
