@@ -135,6 +135,12 @@ def test_wandb_offline_run_holds_config_metrics_figures_and_checkpoint(mvtec_roo
         monkeypatch.setenv(variable, str(tmp_path / variable.lower()))  # not the user's home
     main(["fit", *tiny(mvtec_root, tmp_path / "run"), "--trainer.check_val_every_n_epoch=1",
           f"--config={REPO / 'configs' / 'logger' / 'wandb.yaml'}", "--wandb.log_model=true"])
+    # the run is finished, but its transaction log is written by wandb's service process,
+    # which outlives it in this process (a command-line run ends it on exit): a loaded CI
+    # machine once read a half-written record here. Shut the service down first.
+    import wandb
+
+    wandb.teardown()
     run_dir = tmp_path / "run" / "lightning_logs" / "version_0"
     assert (run_dir / "metrics.json").is_file()  # the run directory did not move
     offline = list((run_dir / "wandb").glob("offline-run-*"))
