@@ -6,7 +6,9 @@ that lands adds its row; every test below then runs for it.
 
 Per family:
 - DDP fits and tests, and a number does not change with the device count: the metrics of a
-  DDP test equal those of a one-process test of the same checkpoint (both ways round), to 1e-6.
+  DDP test (the one that ends the DDP fit) equal those of a one-process test of the DDP
+  checkpoint, to 1e-6. (Testing the one-process checkpoint on two processes as well checked
+  the same property again at the cost of a third DDP launch, about 15 s a family.)
   Where one-process and DDP training are the same computation (no BatchNorm, no per-process
   randomness, the same global batch) the DDP *fit* equals the one-process fit as well.
   BatchNorm nets are not: each process normalises its own half batch (SyncBatchNorm, which
@@ -286,11 +288,6 @@ def test_ddp_on_two_processes_gives_the_one_process_numbers(family, trees, tmp_p
         # the same sums in another order: AUROCs and counts to 1e-6; a KDE-combined threshold
         # is a z-score in the hundreds, where float rounding shows in the fifth digit
         assert_same_metrics(ddp, one, threshold_rtol=1e-4)
-    else:
-        # the one-process weights, tested on two processes
-        run_ddp("test", [*cli_args(family, trees, tmp_path / "ddp_test", ddp=True),
-                         f"--ckpt_path={last_checkpoint(one_dir)}"])
-        assert_same_metrics(report_of(run_dir_of(tmp_path / "ddp_test")), one)
     # the DDP weights, tested in one process
     main(["test", *cli_args(family, trees, tmp_path / "one_test", ddp=False),
           f"--ckpt_path={last_checkpoint(ddp_dir)}"])
