@@ -84,10 +84,11 @@ def binned_precision_recall_curve(unit: Tensor, labels: Tensor, bins: int) -> tu
     torchmetrics here: for more than 50M score-threshold pairs it loops over the thresholds
     with three passes over every score each, 10.4 s for the 4.1M pixels of a 62-image test
     split at 256 px and 1000 thresholds; a histogram of the scores between thresholds counts
-    the same in one pass (0.13 s; ``benchmarks/report_metrics.py``, docs/performance.md). torchmetrics' vectorised path would need bins x N memory,
-    and under ``torch.use_deterministic_algorithms`` swaps bincount for a one-hot matrix
-    (a 295 GB allocation for 9216 pixels). ``unit`` must lie in [0, 1] (see
-    :func:`rescale_unit`); counting runs on the CPU, where bincount is deterministic.
+    the same in one pass, 0.13 s (``benchmarks/report_metrics.py``, docs/performance.md).
+    torchmetrics' vectorised path would need bins x N memory, and under
+    ``torch.use_deterministic_algorithms`` swaps bincount for a one-hot matrix (a 295 GB
+    allocation for 9216 pixels). ``unit`` must lie in [0, 1] (see :func:`rescale_unit`);
+    counting runs on the CPU, where bincount is deterministic.
     """
     unit, positive = unit.flatten().cpu(), labels.flatten().cpu() == 1
     thresholds = torch.linspace(0, 1, bins, device=unit.device)
