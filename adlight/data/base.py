@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from adlight.checks import check_int
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.images import list_images
 from adlight.data.transforms import eval_transform
@@ -52,12 +53,6 @@ def check_fraction(name: str, value: float, allow_one: bool = False) -> float:
     return float(value)
 
 
-def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise DataError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 class AnomalyDataModule(L.LightningDataModule):
     """Base datamodule: batches follow ``docs/contracts.md``.
 
@@ -81,9 +76,9 @@ class AnomalyDataModule(L.LightningDataModule):
         predict_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.num_workers = _check_int("num_workers", num_workers, 0)
-        self._image_size = _check_int("image_size", image_size, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1, DataError)
+        self.num_workers = check_int("num_workers", num_workers, 0, DataError)
+        self._image_size = check_int("image_size", image_size, 1, DataError)
         if channels not in (1, 3) or isinstance(channels, bool):
             raise DataError(f"channels must be 1 or 3, got {channels!r}")
         self._channels = channels

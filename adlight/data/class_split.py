@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
 
+from adlight.checks import check_int
 from adlight.data.base import AnomalyDataModule, SplitDatasets, check_fraction
 from adlight.data.sources import (
     SOURCES,
@@ -524,6 +525,4 @@ def _class_list(argument: str, value) -> list[ClassSpec]:
 def _count(name: str, value, minimum: int, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise DataError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    return check_int(name, value, minimum, DataError)

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchvision.utils import make_grid, save_image
 
+from adlight.checks import check_int
 from adlight.errors import ConfigError
 from adlight.models.autoencoder import smooth
 from adlight.models.base import AnomalyModule, ThresholdArg
@@ -68,12 +69,6 @@ class LatentSearchResult:
     feature_distance: Tensor
     loss: Tensor
     history: Tensor
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 def default_dcgan_optimizer(params) -> torch.optim.Optimizer:
@@ -154,7 +149,7 @@ class GANModel(AnomalyModule):
         if score not in SCORES:
             raise ConfigError(f"score must be one of {SCORES}, got {score!r}")
         self.score_name = score
-        self.k = _positive_int(discriminator_steps, "discriminator_steps")
+        self.k = check_int("discriminator_steps", discriminator_steps)
         self.generator_ema: AveragedModel | None = None
         if generator_ema_decay is not None:
             if not 0.0 < generator_ema_decay < 1.0:
@@ -163,7 +158,7 @@ class GANModel(AnomalyModule):
             self.generator_ema = AveragedModel(
                 generator, multi_avg_fn=get_ema_multi_avg_fn(generator_ema_decay), use_buffers=True)
             self.generator_ema.requires_grad_(False)
-        self.latent_search_steps = _positive_int(latent_search_steps, "latent_search_steps")
+        self.latent_search_steps = check_int("latent_search_steps", latent_search_steps)
         if not latent_search_lr > 0:
             raise ConfigError(f"latent_search_lr must be > 0, got {latent_search_lr!r}")
         if not 0.0 <= latent_search_weight <= 1.0:
@@ -172,9 +167,9 @@ class GANModel(AnomalyModule):
         self.latent_search_weight = float(latent_search_weight)
         self.latent_search_seed = int(latent_search_seed)
         self.smoothing_sigma = float(smoothing_sigma)
-        self.fid_num_samples = None if fid_num_samples is None else _positive_int(
-            fid_num_samples, "fid_num_samples")
-        self.fid_every_n_epochs = _positive_int(fid_every_n_epochs, "fid_every_n_epochs")
+        self.fid_num_samples = (None if fid_num_samples is None
+                                else check_int("fid_num_samples", fid_num_samples))
+        self.fid_every_n_epochs = check_int("fid_every_n_epochs", fid_every_n_epochs)
         if isinstance(num_sample_images, bool) or not isinstance(num_sample_images, int) or num_sample_images < 0:
             raise ConfigError(f"num_sample_images must be an int >= 0, got {num_sample_images!r}")
         self.sample_seed = int(sample_seed)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from adlight.checks import check_int
 from adlight.errors import ConfigError
 from adlight.losses import full_precision
 from adlight.models.autoencoder import smooth
@@ -193,13 +194,10 @@ class PatchCoreModel(PatchModel):
         if projection_dim is not None and (isinstance(projection_dim, bool)
                                            or not isinstance(projection_dim, int) or projection_dim < 1):
             raise ConfigError(f"projection_dim must be an int >= 1 or null, got {projection_dim!r}")
-        if isinstance(num_neighbours, bool) or not isinstance(num_neighbours, int) or num_neighbours < 1:
-            raise ConfigError(f"num_neighbours must be an int >= 1, got {num_neighbours!r}")
+        check_int("num_neighbours", num_neighbours)
         if search not in SEARCH_BACKENDS:
             raise ConfigError(f"search must be one of {SEARCH_BACKENDS}, got {search!r}")
-        if isinstance(search_batch_size, bool) or not isinstance(search_batch_size, int) \
-                or search_batch_size < 1:
-            raise ConfigError(f"search_batch_size must be an int >= 1, got {search_batch_size!r}")
+        check_int("search_batch_size", search_batch_size)
         self.projection_dim = projection_dim
         self.num_neighbours = num_neighbours
         self.search = search
@@ -267,8 +265,7 @@ class PadimModel(PatchModel):
         if isinstance(covariance_eps, bool) or not isinstance(covariance_eps, (int, float)) \
                 or covariance_eps <= 0:
             raise ConfigError(f"covariance_eps must be a number > 0, got {covariance_eps!r}")
-        if isinstance(position_chunk, bool) or not isinstance(position_chunk, int) or position_chunk < 1:
-            raise ConfigError(f"position_chunk must be an int >= 1, got {position_chunk!r}")
+        check_int("position_chunk", position_chunk)
         self.covariance_eps = float(covariance_eps)
         self.position_chunk = position_chunk
         d = features.feature_dim
