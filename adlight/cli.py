@@ -12,7 +12,8 @@ for long and distributed runs:
   versions of the run (the resumed run writes into a new version directory);
 - Weights & Biases beside TensorBoard: ``--config configs/logger/wandb.yaml`` or
   ``--wandb.enabled true`` (see :mod:`adlight.tracking`);
-- ``adlight sweep ...`` runs a grid of configs on SLURM or locally (:mod:`adlight.sweep`).
+- ``adlight sweep ...`` runs a grid of configs on SLURM or locally (:mod:`adlight.sweep`);
+- ``adlight compare RUN_DIR RUN_DIR ...`` writes one page of test runs side by side.
 """
 
 from __future__ import annotations
@@ -158,6 +159,11 @@ def main(args: list[str] | None = None) -> None:
         from adlight.sweep import main as sweep_main
 
         sweep_main(argv[1:])
+        return
+    if argv[:1] == ["compare"]:  # a page of test runs side by side (adlight/report_page/compare.py)
+        from adlight.report_page.compare import main as compare_main
+
+        compare_main(argv[1:])
         return
     try:
         run(args)

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from adlight.callbacks.figures import examples_figure, histogram_figure, pixel_f1_figure, roc_figure
-from adlight.metrics import ALL_CLASSES
+from adlight.metrics import ALL_CLASSES, EpochOutputs
+from adlight.report_page import build_run_page
 
 
 def unique_path(path: Path) -> Path:
@@ -91,15 +92,37 @@ def per_class_table(per_class: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
+def write_results_page(trainer: L.Trainer, outputs: EpochOutputs, directory: Path, report: dict) -> Path:
+    """report.html for this test: images and paths read back from the test dataset by index."""
+    datamodule = getattr(trainer, "datamodule", None)
+    dataset = getattr(datamodule, "test_dataset", None)
+    if dataset is None and trainer.test_dataloaders is not None:
+        loaders = trainer.test_dataloaders
+        dataset = (loaders[0] if isinstance(loaders, (list, tuple)) else loaders).dataset
+    index = outputs.index.tolist()
+    samples = getattr(dataset, "samples", None)  # file datasets know their paths without decoding
+    paths = ([str(samples[i].path) for i in index] if samples is not None and hasattr(samples[0], "path")
+             else [str(dataset[i]["path"]) for i in index] if dataset is not None
+             else [str(i) for i in index])
+    return build_run_page(
+        directory, _json_ready(report), outputs.score, outputs.label, outputs.class_id, paths,
+        getattr(datamodule, "class_names", None) or [],
+        image_at=(lambda k: dataset[index[k]]["image"]) if dataset is not None else None,
+        anomaly_maps=outputs.anomaly_map, masks=outputs.mask)
+
+
 class TestReport(Callback):
-    """After ``test``: metrics.json, example/ROC/histogram/pixel-F1 PNGs, a printed table.
+    """After ``test``: metrics.json, example/ROC/histogram/pixel-F1 PNGs, a printed table,
+    and the results page (report.html, results.json, report_files/).
 
     Args:
         figures: write and log the figures (turn off for very large sweeps).
+        page: write the results page (docs/report_page.md).
     """
 
-    def __init__(self, figures: bool = True) -> None:
+    def __init__(self, figures: bool = True, page: bool = True) -> None:
         self.figures = figures
+        self.page = page
         self.written: list[Path] = []
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
@@ -116,6 +139,8 @@ class TestReport(Callback):
         self.written = [metrics_path]
         if self.figures and pl_module.test_outputs is not None:
             self.written += self._figures(trainer, pl_module, directory, report)
+        if self.page and pl_module.test_outputs is not None:
+            self.written.append(write_results_page(trainer, pl_module.test_outputs, directory, report))
         self._print(report)
 
     def _figures(self, trainer, pl_module, directory: Path, report: dict) -> list[Path]:

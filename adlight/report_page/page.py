@@ -1,0 +1,78 @@
+"""Builds ``report.html`` for a test run: thumbnails into ``report_files/``, ``results.json``,
+and one self-contained HTML file (inline CSS and JS from this package, no network)."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable, Sequence
+from importlib.resources import files as package_files
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from adlight.report_page.data import image_rows, page_data
+from adlight.report_page.thumbnails import map_range, write_image_files
+
+PAGE_NAME = "report.html"
+RESULTS_NAME = "results.json"
+FILES_DIR = "report_files"
+
+
+def _asset(name: str) -> str:
+    return (package_files("adlight.report_page") / "assets" / name).read_text(encoding="utf-8")
+
+
+def render(data: dict[str, Any], script: str) -> str:
+    """The page: the template with CSS, the shared chart code, ``script`` and ``data`` inlined.
+
+    The JSON sits in a ``<script type="application/json">``; ``<`` is escaped so that no
+    path or class name can close that element.
+    """
+    payload = json.dumps(data, allow_nan=False).replace("<", "\\u003c")
+    return (_asset("page.html")
+            .replace("{{title}}", html.escape(data.get("title", "adlight")))
+            .replace("{{css}}", _asset("page.css"))
+            # data last: a path in it could spell "{{js}}", the JS never spells "{{data}}"
+            .replace("{{js}}", _asset("common.js") + "\n" + _asset(script))
+            .replace("{{data}}", payload))
+
+
+def build_run_page(
+    directory: Path,
+    report: dict[str, Any],
+    scores: Tensor,
+    labels: Tensor,
+    class_ids: Tensor,
+    paths: Sequence[str],
+    class_names: Sequence[str] = (),
+    image_at: Callable[[int], Tensor] | None = None,
+    anomaly_maps: Tensor | None = None,
+    masks: Tensor | None = None,
+) -> Path:
+    """Write ``report.html``, ``results.json`` and ``report_files/`` into ``directory``.
+
+    Plain inputs, one entry per test image in split order: ``report`` is what metrics.json
+    holds (thresholds and their sources included); ``image_at(i)`` returns image i as
+    ``C x H x W`` in [0, 1]; ``anomaly_maps`` and ``masks`` are ``N x H x W`` where the
+    model localises. Returns the page's path.
+    """
+    directory = Path(directory)
+    rows = image_rows(scores, labels, class_ids, paths, class_names)
+    folder = directory / FILES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    pixel_threshold = report.get("pixel_threshold")
+    colours = map_range(anomaly_maps) if anomaly_maps is not None else (0.0, 1.0)
+    files = []
+    for i in range(len(rows)):
+        written = write_image_files(
+            folder, f"{i:05d}", image_at(i) if image_at is not None else None,
+            anomaly_maps[i] if anomaly_maps is not None else None,
+            masks[i] if masks is not None else None, colours, pixel_threshold)
+        files.append({kind: f"{FILES_DIR}/{name}" for kind, name in written.items()})
+    data = page_data(report, rows, files, title=f"adlight test report: {report.get('model', '')}".strip(": "))
+    (directory / RESULTS_NAME).write_text(json.dumps(data, allow_nan=False) + "\n")
+    page = directory / PAGE_NAME
+    page.write_text(render(data, "run.js"), encoding="utf-8")
+    return page
