@@ -296,6 +296,7 @@ def test_page_in_chromium_gallery_order_and_slider_reproduce_metrics_json(runs, 
     assert browser.evaluate("document.querySelector('#viewer .path').textContent").endswith(".png")
     browser.press("Escape", 27)
     assert browser.errors() == []
+    browser.evaluate("window.scrollTo(0, 0)")
     for name, width, height, mobile in (("laptop", 1280, 900, False), ("phone", 390, 844, True)):
         shot = browser.screenshot(artifacts / f"report_{name}.png", width, height, mobile)
         assert shot.stat().st_size > 10_000
