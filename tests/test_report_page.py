@@ -107,6 +107,13 @@ def test_build_run_page_writes_one_entry_and_file_set_per_image(tmp_path):
     for im in data["images"]:
         assert (tmp_path / im["image"]).is_file() and (tmp_path / im["overlay"]).is_file()
         assert "predicted" not in im  # no pixel threshold in this report
+    # a second page in the same directory overwrites nothing of the first
+    second = build_run_page(tmp_path, {}, torch.linspace(0, 1, n), torch.zeros(n, dtype=torch.long),
+                            torch.zeros(n, dtype=torch.long), [f"q{i}.png" for i in range(n)],
+                            image_at=lambda i: torch.rand(3, 8, 8))
+    assert second.name == "report-1.html" and (tmp_path / "results-1.json").is_file()
+    assert json.loads((tmp_path / "results.json").read_text()) == data
+    assert json.loads((tmp_path / "results-1.json").read_text())["images"][0]["image"].startswith("report_files-1/")
 
 
 # ----- end to end: a tiny fitted run, its page, and a comparison --------------------------

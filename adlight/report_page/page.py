@@ -20,6 +20,17 @@ RESULTS_NAME = "results.json"
 FILES_DIR = "report_files"
 
 
+def free_path(path: Path) -> Path:
+    """``path``, or ``name-1``, ``name-2``... if taken: a second test into the same run
+    directory must not overwrite the first's page (callbacks.report.unique_path's rule; that
+    module imports this one, so the four lines are repeated rather than imported)."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
 def _asset(name: str) -> str:
     return (package_files("adlight.report_page") / "assets" / name).read_text(encoding="utf-8")
 
@@ -60,8 +71,8 @@ def build_run_page(
     """
     directory = Path(directory)
     rows = image_rows(scores, labels, class_ids, paths, class_names)
-    folder = directory / FILES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = free_path(directory / FILES_DIR)
+    folder.mkdir(parents=True)
     pixel_threshold = report.get("pixel_threshold")
     colours = map_range(anomaly_maps) if anomaly_maps is not None else (0.0, 1.0)
     files = []
@@ -70,9 +81,9 @@ def build_run_page(
             folder, f"{i:05d}", image_at(i) if image_at is not None else None,
             anomaly_maps[i] if anomaly_maps is not None else None,
             masks[i] if masks is not None else None, colours, pixel_threshold)
-        files.append({kind: f"{FILES_DIR}/{name}" for kind, name in written.items()})
+        files.append({kind: f"{folder.name}/{name}" for kind, name in written.items()})
     data = page_data(report, rows, files, title=f"adlight test report: {report.get('model', '')}".strip(": "))
-    (directory / RESULTS_NAME).write_text(json.dumps(data, allow_nan=False) + "\n")
-    page = directory / PAGE_NAME
+    free_path(directory / RESULTS_NAME).write_text(json.dumps(data, allow_nan=False) + "\n")
+    page = free_path(directory / PAGE_NAME)
     page.write_text(render(data, "run.js"), encoding="utf-8")
     return page
