@@ -86,9 +86,10 @@ def test_outline_and_image_files(tmp_path):
     amap[6:10, 6:10] = 1.0
     written = write_image_files(tmp_path, "00000", torch.rand(3, 16, 16), amap, mask, (0.0, 1.0), 0.5)
     assert set(written) == {"image", "overlay", "predicted"}
+    import numpy as np
     from PIL import Image
 
-    predicted = torch.tensor(list(Image.open(tmp_path / written["predicted"]).convert("RGB").getdata())).reshape(16, 16, 3)
+    predicted = torch.from_numpy(np.asarray(Image.open(tmp_path / written["predicted"]).convert("RGB")))
     assert (predicted[7, 7] == 255).all() and (predicted[0, 0] == 0).all()
     assert predicted[4, 4].tolist() == [0, 255, 0]  # the ground-truth outline
     assert set(write_image_files(tmp_path, "00001", torch.rand(1, 16, 16))) == {"image"}
@@ -320,4 +321,5 @@ def test_compare_page_in_chromium(runs, browser, artifacts, tmp_path):
     browser.evaluate("window.scrollTo(0, document.body.scrollHeight)")
     time.sleep(0.5)  # the lazily loaded thumbnails at the bottom load now; a broken link would log an error
     assert browser.errors() == []
+    browser.evaluate("window.scrollTo(0, 0)")
     browser.screenshot(artifacts / "compare_laptop.png", 1280, 900, False)

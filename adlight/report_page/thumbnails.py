@@ -76,10 +76,13 @@ def write_image_files(
     Image.fromarray(heat).save(folder / f"{stem}_overlay.jpg", quality=85)
     written["overlay"] = f"{stem}_overlay.jpg"
     if pixel_threshold is not None:
-        predicted = np.repeat(((amap >= pixel_threshold).numpy() * 255).astype(np.uint8)[..., None], 3, 2)
+        # three colours, so a palette PNG: PIL's optimize=True took 330 ms an image for 15% less
+        predicted = (amap >= pixel_threshold).numpy().astype(np.uint8)
         if edge is not None:
-            predicted[edge] = OUTLINE_RGB
-        Image.fromarray(predicted).save(folder / f"{stem}_predicted.png", optimize=True)
+            predicted[edge] = 2
+        picture = Image.frombytes("P", predicted.shape[::-1], predicted.tobytes())
+        picture.putpalette([0, 0, 0, 255, 255, 255, *OUTLINE_RGB])
+        picture.save(folder / f"{stem}_predicted.png")
         written["predicted"] = f"{stem}_predicted.png"
     return written
 
