@@ -80,14 +80,16 @@ function lineChart(title, points, xLabel, yLabel, diagonal) {
 // Score histogram, stacked by class, with the validation threshold (dashed) and the slider's.
 function histogram(images, classes, valThreshold, bins) {
   const scores = images.map((im) => im.score);
-  const lo = Math.min(...scores), hi = Math.max(...scores), span = hi - lo || 1;
+  // reduce, not Math.min(...scores): spreading 100k+ arguments overflows the call stack
+  const lo = scores.reduce((a, b) => Math.min(a, b), Infinity), hi = scores.reduce((a, b) => Math.max(a, b), -Infinity);
+  const span = hi - lo || 1;
   const counts = classes.map(() => new Array(bins).fill(0));
   for (const im of images) {
     const b = Math.min(bins - 1, Math.floor(((im.score - lo) / span) * bins));
     counts[classes.indexOf(im.class)][b]++;
   }
   const totals = counts[0].map((_, b) => counts.reduce((s, c) => s + c[b], 0));
-  const top = Math.max(1, ...totals), W = 280, H = 200, pad = 30;
+  const top = totals.reduce((a, b) => Math.max(a, b), 1), W = 280, H = 200, pad = 30;
   const X = (s) => pad + ((s - lo) / span) * (W - pad - 6), Y = (n) => H - 20 - (n / top) * (H - 30);
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
     "aria-label": `histogram of ${images.length} image scores by class, from ${fmt(lo)} to ${fmt(hi)}` });

@@ -12,7 +12,9 @@
 
   // ---- metrics and thresholds -------------------------------------------------------
   const skip = new Set(["per_class", "per_class_image_AUROC", "model", "checkpoint"]);
-  const scalar = Object.entries(report).filter(([k, v]) => !skip.has(k) && (v === null || typeof v !== "object"));
+  // thresholds have their own table, with their sources
+  const scalar = Object.entries(report).filter(([k, v]) => !skip.has(k) && !/_threshold(_source)?$/.test(k) &&
+    (v === null || typeof v !== "object"));
   app.append(el("h2", { text: "Metrics" }),
     el("div", { class: "columns" }, [
       table("test split, at the thresholds below", ["metric", "value"], scalar),
