@@ -161,6 +161,9 @@ def test_compare_matches_images_by_path_and_links_each_runs_maps(runs, tmp_path)
             assert (tmp_path / entry["overlay"]).resolve().is_file()
     scores = [im["runs"][0]["score"] for im in data["images"]]
     assert scores == sorted(scores, reverse=True)
+    # the command line: a root above lightning_logs/ is accepted too
+    main(["compare", str(runs[0]), str(runs[1].parents[1]), "--out", str(tmp_path / "page")])
+    assert "one_epoch/version_0" in (tmp_path / "page" / "compare.html").read_text()
 
 
 def test_compare_command_line_errors_name_the_directory(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Writes what a test run measured: ``metrics.json``, figures, a printed table, logger panels."""
+"""Writes what a test run measured: ``metrics.json``, figures, a printed table, logger panels, report.html."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def write_results_page(trainer: L.Trainer, outputs: EpochOutputs, directory: Pat
         dataset = (loaders[0] if isinstance(loaders, (list, tuple)) else loaders).dataset
     index = outputs.index.tolist()
     samples = getattr(dataset, "samples", None)  # file datasets know their paths without decoding
-    paths = ([str(samples[i].path) for i in index] if samples is not None and hasattr(samples[0], "path")
+    paths = ([str(samples[i].path) for i in index] if samples and hasattr(samples[0], "path")
              else [str(dataset[i]["path"]) for i in index] if dataset is not None
              else [str(i) for i in index])
     return build_run_page(
