@@ -326,3 +326,18 @@ def test_compare_page_in_chromium(runs, browser, artifacts, tmp_path):
     assert browser.errors() == []
     browser.evaluate("window.scrollTo(0, 0)")
     browser.screenshot(artifacts / "compare_laptop.png", 1280, 900, False)
+
+
+@needs_chromium
+def test_page_without_maps_threshold_or_anomalies_loads_cleanly(browser, tmp_path):
+    # a classifier on class folders: grey images, no maps, no validation threshold, no anomaly
+    n = 6
+    page = build_run_page(tmp_path / "run", {"image_AUROC": math.nan, "image_threshold": None,
+                                             "image_threshold_source": "none"},
+                          torch.rand(n), torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long),
+                          [f"digits:{i}" for i in range(n)], image_at=lambda i: torch.rand(1, 28, 28))
+    browser.open(page)
+    assert browser.errors() == []
+    assert browser.evaluate("document.querySelectorAll('#gallery .card img').length") == n
+    assert browser.evaluate("document.getElementById('to-validation').disabled") is True
+    assert browser.evaluate("document.getElementById('stat-F1').dataset.value") == "0"  # 0 / 0, as torchmetrics
