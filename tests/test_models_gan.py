@@ -316,6 +316,16 @@ def test_export_writes_the_sampling_generator_and_leaves_the_model_as_it_was(tra
         assert torch.allclose(exported(z), model.generate(z), atol=1e-6)
         # the same file and seed give the same images, the ones the callback's file gives
         assert torch.equal(exported(z), torch.export.load(trained["generator_file"]).module()(z))
+    # a checkpoint tested alone is exported at the end of the test
+    restored = GANModel.load_from_checkpoint(trained["checkpoint"], generator=nets()[0],
+                                             discriminator=nets()[1], score="discriminator",
+                                             weights_only=True)
+    export = ExportGenerator()
+    tiny_trainer(tmp_path / "test", callbacks=[export]).test(
+        restored, datamodule=trained["datamodule"], verbose=False)
+    assert export.path == tmp_path / "test" / "generator.pt2"
+    with torch.no_grad():
+        assert torch.equal(torch.export.load(export.path).module()(z), exported(z))
 
 
 def test_a_missing_or_wrong_generator_file_is_a_config_error(trained, mvtec_root, tmp_path):

@@ -1,4 +1,4 @@
-"""Writes the GAN's generator to ``<run>/generator.pt2`` when fitting ends.
+"""Writes the GAN's generator to ``<run>/generator.pt2`` when fitting (or a test alone) ends.
 
 The file (a ``torch.export`` program, see :mod:`adlight.models.gan_export`) is what
 ``adlight.data.WithGeneratedNormals`` takes as ``generator_file``.
@@ -16,13 +16,26 @@ from adlight.models.gan_export import export_generator
 
 
 class ExportGenerator(Callback):
-    """At the end of ``fit``, export the model's sampling generator to ``filename`` in the run directory."""
+    """Export the model's sampling generator to ``filename`` in the run directory.
+
+    At the end of ``fit``; and at the end of ``test`` when nothing was exported before, so
+    ``adlight test --ckpt_path X`` exports the generator of a checkpoint trained earlier.
+    """
 
     def __init__(self, filename: str = "generator.pt2") -> None:
         self.filename = filename
-        self.path: Path | None = None
+        self.path: Path | None = None  # where rank 0 wrote it
+        self.exported = False
 
-    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+    def export(self, trainer: L.Trainer, pl_module) -> None:
         path = run_directory(trainer) / self.filename  # every rank: log_dir broadcasts
         if trainer.is_global_zero:
             self.path = export_generator(pl_module, path)
+        self.exported = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        self.export(trainer, pl_module)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not self.exported:
+            self.export(trainer, pl_module)
