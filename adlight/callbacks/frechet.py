@@ -52,7 +52,7 @@ class FrechetDistance(Callback):
         self._num_real = 0
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
-        if self.metric is None:
+        if stage == "fit" and self.metric is None:
             self.metric = FrechetInceptionDistance(
                 feature=self.features, normalize=True, reset_real_features=False,
                 input_img_size=tuple(pl_module.image_shape))
