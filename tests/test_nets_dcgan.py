@@ -85,3 +85,28 @@ def test_bad_arguments_are_config_errors_naming_them():
     d = DCGANDiscriminator(image_size=32, width=4)
     with pytest.raises(ConfigError, match=r"\(N, 3, 32, 32\).*\(2, 3, 64, 64\)"):
         d(torch.zeros(2, 3, 64, 64))
+
+
+def test_anogan_latent_search_alone_finds_a_generated_image_from_its_own_code():
+    """The plain-torch search (no Lightning): at the code that made an image the loss is 0,
+    from elsewhere it falls; both networks come back in the mode they were in."""
+    from adlight.nets.anogan import latent_search
+
+    torch.manual_seed(0)
+    g = DCGANGenerator(latent_dim=8, image_size=32, width=8)
+    d = DCGANDiscriminator(image_size=32, width=8)
+    g.eval()
+    z = g.sample_latent(3, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        target = g(z)
+    g.train()
+    at_code = latent_search(g, d, target, z, steps=0, lr=0.05, weight=0.1)
+    assert at_code.history.shape == (1, 3)
+    assert torch.allclose(at_code.loss, torch.zeros(3), atol=1e-6)
+    start = g.sample_latent(3, torch.Generator().manual_seed(2))
+    with torch.inference_mode():  # as in Lightning's test loop
+        found = latent_search(g, d, target, start, steps=30, lr=0.05, weight=0.1, residual_scale=0.5)
+    assert (found.history[-1] < found.history[0]).all()
+    assert torch.allclose(found.loss, 0.9 * found.residual + 0.1 * found.feature_distance)
+    assert found.reconstruction.shape == target.shape and g.training and d.training
+    assert all(p.grad is None for p in [*g.parameters(), *d.parameters()])

@@ -3,9 +3,10 @@
 Wilmet et al. train a DCGAN on a small MVTec category (toothbrush: 60 training images) and
 add its samples to the training set. :class:`WithGeneratedNormals` does that for any
 :class:`~adlight.data.AnomalyDataModule`: it delegates everything to the wrapped datamodule
-and appends ``num_images`` images from a :class:`~adlight.models.GANModel` checkpoint to the
-**training split only** (label 0, ``path`` ``generated:<i>``), generated once and
-deterministically from ``seed``. Validation and test splits are the wrapped datamodule's,
+and appends ``num_images`` images drawn from an exported generator (a ``torch.export`` program, see
+:mod:`adlight.models.gan_export`; ``fit`` with ``configs/wilmet/mvtec_dcgan.yaml`` writes
+``<run>/generator.pt2``) to the **training split only** (label 0, ``path``
+``generated:<i>``), generated once and deterministically from ``seed``. Validation and test splits are the wrapped datamodule's,
 untouched, so a model trained with and without generated images is measured on the same
 images. In YAML::
 
@@ -15,13 +16,14 @@ images. In YAML::
         datamodule:
           class_path: adlight.data.MVTecDataModule
           init_args: {root: data/mvtec_ad, category: bottle, image_size: 64}
-        generator_checkpoint: runs/wilmet/mvtec_dcgan/.../checkpoints/last.ckpt
+        generator_file: runs/wilmet/mvtec_dcgan/lightning_logs/version_0/generator.pt2
         num_images: 200
 """
 
 from __future__ import annotations
 
-import importlib
+import json
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -36,6 +38,9 @@ from adlight.errors import ConfigError
 
 #: ``path`` prefix of generated samples (``generated:<i>``)
 GENERATED_SOURCE = "generated"
+#: the metadata inside an exported generator (adlight.models.gan_export.METADATA_FILE: the
+#: file format is the contract, so the data layer imports nothing from the model layer)
+GENERATOR_METADATA = "adlight_generator.json"
 
 
 class AppendedDataset(ConcatDataset):
@@ -57,58 +62,44 @@ class AppendedDataset(ConcatDataset):
         return item
 
 
-def load_generator(checkpoint: str | Path) -> nn.Module:
-    """The generator of a :class:`~adlight.models.GANModel` checkpoint, in eval mode.
+def load_generator_file(path: str | Path) -> tuple[nn.Module, dict]:
+    """The generator ``export_generator`` wrote (a ``torch.export`` program) and its metadata.
 
-    The checkpoint names the generator's class, constructor arguments and where its weights
-    are (``adlight_generator``: ``state_dict["generator.*"]``, or the weight average's
-    ``generator_ema.module.*`` when the model kept one). Only
-    classes from ``adlight`` are built, so a checkpoint cannot make this import other code.
+    The module maps codes (N x latent_dim) to [0, 1] images; the metadata (the archive's
+    ``adlight_generator.json``) gives ``latent_dim``, ``image_size`` and ``channels``.
     """
-    path = Path(checkpoint)
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(
-            f"generator_checkpoint {path} does not exist; train a GAN first (e.g. adlight fit "
-            "--config configs/wilmet/mvtec_dcgan.yaml) and pass one of its .ckpt files"
+            f"generator_file {path} does not exist; train a GAN first (adlight fit --config "
+            "configs/wilmet/mvtec_dcgan.yaml writes <run>/generator.pt2)"
         )
+    if path.suffix != ".pt2":
+        raise ConfigError(
+            f"generator_file {path} is not a .pt2 file: pass the generator.pt2 a DCGAN fit "
+            "exports, not its checkpoint"
+        )
+    extra = {GENERATOR_METADATA: ""}
+    export_log = logging.getLogger("torch.export")
+    level = export_log.level
+    export_log.setLevel(logging.CRITICAL)  # it logs a traceback before raising; we say it in one line
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # not a torch file, truncated, pickled objects...
-        raise ConfigError(f"generator_checkpoint {path} could not be read: {error}") from error
-    spec = data.get("adlight_generator") if isinstance(data, dict) else None
-    state = data.get("state_dict") if isinstance(data, dict) else None
-    if not isinstance(spec, dict) or not isinstance(state, dict):
-        raise ConfigError(
-            f"generator_checkpoint {path} holds no generator: expected a checkpoint written by "
-            "adlight.models.GANModel with a generator such as adlight.nets.DCGANGenerator"
-        )
-    class_path = str(spec.get("class_path", ""))
-    module_name, _, class_name = class_path.rpartition(".")
-    if not module_name.startswith("adlight."):
-        raise ConfigError(
-            f"generator_checkpoint {path} names generator class {class_path!r}; only adlight "
-            "classes are built from checkpoints"
-        )
+        module = torch.export.load(path, extra_files=extra).module()
+    except Exception as error:  # truncated, another format...
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"generator_file {path} could not be read: {first}") from error
+    finally:
+        export_log.setLevel(level)
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
+        metadata = json.loads(extra[GENERATOR_METADATA] or "null")
+        latent_dim, image_size = int(metadata["latent_dim"]), int(metadata["image_size"])
+    except (ValueError, TypeError, KeyError) as error:
         raise ConfigError(
-            f"generator_checkpoint {path}: generator class {class_path!r} does not exist"
+            f"generator_file {path} holds no adlight generator ({GENERATOR_METADATA} missing "
+            "or incomplete): write it with adlight.models.gan_export.export_generator"
         ) from error
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ConfigError(f"generator_checkpoint {path}: {class_path!r} is not a network")
-    generator = cls(**dict(spec.get("init_args", {})))
-    # the weight average when the model kept one (GANModel's generator_ema_decay)
-    prefix = str(spec.get("state_prefix", "generator."))
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        generator.load_state_dict(weights, strict=True)
-    except RuntimeError as error:
-        raise ConfigError(
-            f"generator_checkpoint {path}: its generator weights do not fit {class_path} "
-            f"with {spec.get('init_args')}: {str(error).splitlines()[0]}"
-        ) from error
-    return generator.eval()
+    return module, {"latent_dim": latent_dim, "image_size": image_size,
+                    "channels": int(metadata.get("channels", 3))}
 
 
 class WithGeneratedNormals(AnomalyDataModule):
@@ -118,12 +109,13 @@ class WithGeneratedNormals(AnomalyDataModule):
         datamodule: the datamodule to wrap; its splits, class names, batch size, workers,
             image size and channels are used as they are, and any attribute this class
             does not define is read from it.
-        generator_checkpoint: a checkpoint written by :class:`~adlight.models.GANModel`
-            (``fit`` writes them under ``<run>/checkpoints``). Its image size must be the
+        generator_file: a generator exported by
+            :func:`adlight.models.gan_export.export_generator` (the DCGAN config's ``fit``
+            writes ``<run>/generator.pt2``). Its image size must be the
             datamodule's; an RGB generator's images are converted to grayscale (ITU-R 601
             luma, as the image loader does) for a 1-channel datamodule, and the other way
             round by repeating the plane.
-        num_images: how many images to add (0: none, and the checkpoint is not read).
+        num_images: how many images to add (0: none, and the file is not read).
         seed: seeds the generator's codes: the same seed gives the same images.
         generation_batch_size: images generated per forward pass.
 
@@ -137,7 +129,7 @@ class WithGeneratedNormals(AnomalyDataModule):
     def __init__(
         self,
         datamodule: AnomalyDataModule,
-        generator_checkpoint: str | None = None,
+        generator_file: str | None = None,
         num_images: int = 100,
         seed: int = 0,
         generation_batch_size: int = 64,
@@ -156,12 +148,12 @@ class WithGeneratedNormals(AnomalyDataModule):
         self.datamodule = datamodule
         self.num_images = num_images
         self.generation_batch_size = generation_batch_size
-        self.generator_checkpoint = None if generator_checkpoint is None else str(generator_checkpoint)
-        if num_images > 0 and self.generator_checkpoint is None:
-            raise ConfigError(f"num_images={num_images} needs a generator_checkpoint")
-        # read at setup (like every datamodule's files), so that a bad checkpoint fails
+        self.generator_file = None if generator_file is None else str(generator_file)
+        if num_images > 0 and self.generator_file is None:
+            raise ConfigError(f"num_images={num_images} needs a generator_file")
+        # read at setup (like every datamodule's files), so that a bad file fails
         # as one ConfigError line from the CLI rather than inside its argument parsing
-        self._generator: nn.Module | None = None
+        self._generator: tuple[nn.Module, dict] | None = None
         self._generated: TensorImageDataset | None = None
 
     def __getattr__(self, name: str):
@@ -174,20 +166,20 @@ class WithGeneratedNormals(AnomalyDataModule):
         return getattr(inner, name)
 
     @property
-    def generator(self) -> nn.Module | None:
-        """The checkpoint's generator (read on first use), ``None`` when ``num_images`` is 0."""
+    def generator(self) -> tuple[nn.Module, dict] | None:
+        """The exported generator and its metadata (read on first use); ``None`` for 0 images."""
         if self.num_images == 0:
             return None
         if self._generator is None:
-            generator = load_generator(self.generator_checkpoint)
-            size = getattr(generator, "image_size", None)
+            module, metadata = load_generator_file(self.generator_file)
+            size = metadata["image_size"]
             if size != self.image_size:
                 raise ConfigError(
-                    f"generator_checkpoint {self.generator_checkpoint} generates {size} px images "
+                    f"generator_file {self.generator_file} generates {size} px images "
                     f"but the datamodule's image_size is {self.image_size}; train the GAN at "
                     f"{self.image_size} px or set the datamodule's image_size to {size}"
                 )
-            self._generator = generator
+            self._generator = module, metadata
         return self._generator
 
     # ----------------------------------------------------------------- lightning hooks
@@ -198,14 +190,13 @@ class WithGeneratedNormals(AnomalyDataModule):
     @torch.no_grad()
     def generate(self) -> torch.Tensor:
         """The ``num_images`` generated images, ``N x channels x S x S`` in [0, 1]."""
-        generator = self.generator
-        if generator is None:
+        if self.generator is None:
             return torch.zeros(0, self.channels, self.image_size, self.image_size)
-        rng = torch.Generator().manual_seed(self.seed)
-        codes = generator.sample_latent(self.num_images, rng)
-        low, high = getattr(generator, "input_range", (-1.0, 1.0))
-        images = torch.cat([((generator(chunk) - low) / (high - low)).clamp(0.0, 1.0)
-                            for chunk in codes.split(self.generation_batch_size)])
+        module, metadata = self.generator
+        # the codes GANModel.sample_latent draws from the same seed: N(0, I) on the CPU
+        codes = torch.randn(self.num_images, metadata["latent_dim"],
+                            generator=torch.Generator().manual_seed(self.seed))
+        images = torch.cat([module(chunk) for chunk in codes.split(self.generation_batch_size)])
         if images.shape[1] == 3 and self.channels == 1:
             images = rgb_to_grayscale(images)
         elif images.shape[1] == 1 and self.channels == 3:
