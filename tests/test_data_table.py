@@ -16,7 +16,13 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from synthetic import defect_image, normal_image
+from synthetic import (
+    defect_image,
+    image_of_label,
+    make_driving_tree,
+    make_ham10000_tree,
+    normal_image,
+)
 
 from adlight.cli import main
 from adlight.data import (
@@ -31,50 +37,12 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 NEW_CONFIGS = sorted(CONFIGS.glob("zhao_karray/ham10000_*.yaml")) + sorted(
     CONFIGS.glob("zhao_karray/driving_*.yaml")
 )
-HAM_COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
-
 
 # ----------------------------------------------------------------------------- trees
 def _save(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
-
-
-def _image(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
-    return normal_image(size, rng) if label == 0 else defect_image(size, rng)[0]
-
-
-def make_ham10000_tree(root: Path, counts: dict[str, int] | None = None, size: int = 32,
-                       seed: int = 0) -> Path:
-    """The official layout: metadata CSV with the release's columns, images alternating
-    between the two part folders (so both are searched)."""
-    counts = counts or {d: (10 if d == "nv" else 4) for d in HAM10000_DIAGNOSES}
-    rng = np.random.default_rng(seed)
-    rows, n = [], 0
-    for dx, count in counts.items():
-        for _ in range(count):
-            image_id = f"ISIC_{24306 + n:07d}"
-            part = "HAM10000_images_part_1" if n % 2 == 0 else "HAM10000_images_part_2"
-            _save(root / part / f"{image_id}.jpg", _image(dx != "nv", rng, size))
-            rows.append([f"HAM_{n // 2:07d}", image_id, dx, "histo", "45.0", "male", "back"])
-            n += 1
-    with open(root / "HAM10000_metadata.csv", "w", newline="") as f:
-        csv.writer(f).writerows([HAM_COLUMNS, *rows])
-    return root
-
-
-def make_driving_tree(root: Path, drivers: int = 5, per_behaviour: int = 2, size: int = 32,
-                      behaviours=("normal", "talking", "texting", "GPS"), seed: int = 0) -> Path:
-    """``root/<behaviour>/<driver>/<i>.jpg``; normal images twice as many."""
-    rng = np.random.default_rng(seed)
-    for behaviour in behaviours:
-        count = per_behaviour * (2 if behaviour == "normal" else 1)
-        for d in range(drivers):
-            for i in range(count):
-                _save(root / behaviour / f"p{d:03d}" / f"{i}.jpg",
-                      _image(behaviour != "normal", rng, size))
-    return root
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
@@ -497,7 +465,7 @@ def test_the_state_farm_example_in_the_docs_reads_kaggles_layout(tmp_path):
     for c in range(10):
         for d in range(4):
             name = f"img_{c}{d}.jpg"
-            _save(tmp_path / "imgs" / "train" / f"c{c}" / name, _image(c != 0, rng, 16))
+            _save(tmp_path / "imgs" / "train" / f"c{c}" / name, image_of_label(c != 0, rng, 16))
             rows.append([f"p{d:03d}", f"c{c}", name])
     table = write_csv(tmp_path / "driver_imgs_list.csv", ["subject", "classname", "img"], rows)
     dm = TableDataModule(table, image_template="imgs/train/{classname}/{img}",
