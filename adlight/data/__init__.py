@@ -16,7 +16,7 @@ from adlight.data.images import IMAGE_EXTENSIONS, list_images, load_image, load_
 from adlight.data.mvtec import MVTEC_CATEGORIES, MVTEC_URL, MVTecDataModule
 from adlight.data.splits import stratified_split
 from adlight.data.table import TableDataModule
-from adlight.data.transforms import augmentation_transform, eval_transform, train_transform
+from adlight.data.transforms import augmentation_transform, eval_transform
 
 __all__ = [
     "DRIVING_BEHAVIOURS",
@@ -43,5 +43,4 @@ __all__ = [
     "load_image",
     "load_mask",
     "stratified_split",
-    "train_transform",
 ]

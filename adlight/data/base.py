@@ -42,17 +42,6 @@ class SplitDatasets:
     class_names: list[str]
 
 
-def check_fraction(name: str, value: float, allow_one: bool = False) -> float:
-    """``value`` as float, or :class:`DataError` when it is not in [0, 1) (or [0, 1])."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        ok = 0.0 <= value <= 1.0 if allow_one else 0.0 <= value < 1.0
-    if not ok:
-        interval = "[0, 1]" if allow_one else "[0, 1)"
-        raise DataError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
-
-
 class AnomalyDataModule(L.LightningDataModule):
     """Base datamodule: batches follow ``docs/contracts.md``.
 

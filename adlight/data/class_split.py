@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
 
-from adlight.checks import check_int
-from adlight.data.base import AnomalyDataModule, SplitDatasets, check_fraction
+from adlight.checks import check_fraction, check_int
+from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.sources import (
     SOURCES,
     TORCHVISION_SOURCES,
@@ -248,7 +248,8 @@ class ClassSplitDataModule(AnomalyDataModule):
         self.train_per_class = _count("train_per_class", train_per_class, 1, optional=True)
         self.test_per_class = _count("test_per_class", test_per_class, 1, optional=True)
         self.val_fraction = check_fraction(
-            "val_fraction", ONE_VS_REST_VAL_FRACTION if val_fraction is None else val_fraction
+            "val_fraction", ONE_VS_REST_VAL_FRACTION if val_fraction is None else val_fraction,
+            error=DataError,
         )
         counts = {k: ONE_CLASS_COUNTS[k] if v is None else v for k, v in one_class.items()}
         for k, v in counts.items():

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adlight.data.base import AnomalyDataModule, SplitDatasets, check_fraction
+from adlight.checks import check_fraction
+from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
 from adlight.data.images import list_images
-from adlight.data.splits import move_abnormal_to_train, stratified_split
+from adlight.data.splits import check_abnormal_train_fraction
+from adlight.data.splits.fractions import test_derived_validation
 from adlight.data.transforms import augmentation_transform
 from adlight.errors import DataError
 
@@ -57,7 +59,7 @@ class MVTecDataModule(AnomalyDataModule):
         val_fraction: share of each test defect type (and of the good test images) moved into
             the validation split; 0 means no validation split.
         rotation_degrees, hflip, vflip, noise_std: train-only augmentations
-            (see :func:`adlight.data.transforms.train_transform`).
+            (see :func:`adlight.data.transforms.augmentation_transform`).
         cache_images: keep the decoded, resized 8-bit images in memory after their first read
             (``N x C x image_size^2`` bytes: 40 MB for 800 RGB images at 128 px).
         abnormal_train_fraction: share of each defect type moved from test into train, for
@@ -95,16 +97,13 @@ class MVTecDataModule(AnomalyDataModule):
             )
         self.root = Path(root)
         self.category = category
-        self.val_fraction = check_fraction("val_fraction", val_fraction)
-        self.abnormal_train_fraction = check_fraction(
-            "abnormal_train_fraction", abnormal_train_fraction
-        )
+        self.val_fraction = check_fraction("val_fraction", val_fraction, error=DataError)
+        self.abnormal_train_fraction = check_abnormal_train_fraction(abnormal_train_fraction)
         self.download = bool(download)
         self.url = url
         # checks the augmentation arguments now, not at setup
         # images are resized (and cached) by the dataset; train only adds augmentations
         self._train_tf = augmentation_transform(rotation_degrees, hflip, vflip, noise_std)
-        self._eval_tf = None
         self.cache_images = bool(cache_images)
 
     @property
@@ -200,14 +199,9 @@ class MVTecDataModule(AnomalyDataModule):
             raise DataError(f"{cat / 'test'} holds no images")
         check_mask_sizes(pool)
         train = [Sample(str(f), 0, 0) for f in train_files]
-        train, pool = move_abnormal_to_train(
-            train, pool, self.abnormal_train_fraction, self.seed + 1
+        train, val, test = test_derived_validation(
+            train, pool, self.val_fraction, self.abnormal_train_fraction, self.seed
         )
-        val_i, test_i = stratified_split(
-            [s.class_id for s in pool], [self.val_fraction, 1.0 - self.val_fraction], self.seed
-        )
-        val = [pool[i] for i in val_i]
-        test = [pool[i] for i in test_i]
 
         def make(samples: list[Sample], tf) -> ImageFileDataset:
             return ImageFileDataset(samples, tf, self.channels, has_masks=True,
@@ -215,7 +209,7 @@ class MVTecDataModule(AnomalyDataModule):
 
         return SplitDatasets(
             train=make(train, self._train_tf),
-            val=make(val, self._eval_tf) if val else None,
-            test=make(test, self._eval_tf),
+            val=make(val, None) if val else None,
+            test=make(test, None),
             class_names=class_names,
         )

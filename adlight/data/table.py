@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adlight.data.base import AnomalyDataModule, SplitDatasets, check_fraction
+from adlight.checks import check_fraction
+from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
+from adlight.data.splits import check_abnormal_train_fraction, pick_abnormal, seeded_rng
 from adlight.data.transforms import augmentation_transform
 from adlight.errors import ConfigError, DataError
 
@@ -66,7 +68,7 @@ def check_size(name: str, value: Size | None, allow_none: bool = True) -> Size |
         if value < 0:
             raise ConfigError(f"{name} must be a count >= 0 or a fraction in [0, 1], got {value!r}")
         return value
-    return check_fraction(name, value, allow_one=True)
+    return check_fraction(name, value, one=True, error=DataError)
 
 
 def size_to_count(size: Size, n: int) -> int:
@@ -228,9 +230,7 @@ class TableDataModule(AnomalyDataModule):
         self.val_size = check_size("val_size", val_size, allow_none=False)
         self.test_size = check_size("test_size", test_size)
         self.anomaly_test_size = check_size("anomaly_test_size", anomaly_test_size)
-        self.abnormal_train_fraction = check_fraction(
-            "abnormal_train_fraction", abnormal_train_fraction, allow_one=True
-        )
+        self.abnormal_train_fraction = check_abnormal_train_fraction(abnormal_train_fraction)
         self.delimiter = delimiter
         # images are resized (and cached) by the dataset; train only adds augmentations
         self._train_tf = augmentation_transform(rotation_degrees, hflip, vflip, noise_std)
@@ -375,7 +375,7 @@ class TableDataModule(AnomalyDataModule):
     def _rng(self, stream: int) -> np.random.Generator:
         # one stream per class (and one for the groups): adding a class or changing one
         # class's share leaves the other classes' splits as they were
-        return np.random.default_rng([self.seed % 2**63, stream])
+        return seeded_rng(self.seed, stream)
 
     def _choose_test_groups(self, records: list[_Record]) -> set[str]:
         groups = sorted({r.group for r in records})
@@ -422,6 +422,7 @@ class TableDataModule(AnomalyDataModule):
     def _assign(self, records: list[_Record], class_names: list[str]) -> None:
         grouped = self.group_column is not None
         test_groups = self._choose_test_groups(records) if grouped else set()
+        leftover: list[int] = []  # anomalies neither val nor test: abnormal_train_fraction's
         for class_id, name in enumerate(class_names):
             normal = class_id < len(self.normal_values)
             members = [i for i, r in enumerate(records) if r.sample.class_id == class_id]
@@ -447,10 +448,12 @@ class TableDataModule(AnomalyDataModule):
             if normal:
                 for i in left:
                     records[i].split = "train"
-            elif self.abnormal_train_fraction > 0 and left:
-                moved = size_to_count(self.abnormal_train_fraction, len(left))
-                for i in left[:moved]:
-                    records[i].split = "train"
+            else:
+                leftover += left
+        chosen = pick_abnormal([records[i].sample.class_id for i in leftover],
+                               self.abnormal_train_fraction, self.seed)
+        for j in chosen:
+            records[leftover[j]].split = "train"
         self._check_splits(records, sorted(test_groups))
 
     def _check_splits(self, records: list[_Record], test_groups: list[str]) -> None:
