@@ -9,17 +9,30 @@ from __future__ import annotations
 import importlib
 import json
 import warnings
+from dataclasses import fields
 
 import pytest
 from golden_splits import FIXTURES, fill_root, make_data, split_rows
 
+from adlight.data import LoaderOptions
+
 CASES = sorted(FIXTURES.glob("*.json"))
+
+
+# the class_paths the fixtures were recorded with, renamed since
+PROTOCOLS = {"one_vs_rest": "adlight.data.OneVsRestDataModule",
+             "one_class": "adlight.data.OneClassDataModule"}
+LOADER_ARGS = {f.name for f in fields(LoaderOptions)}
 
 
 def current_datamodule(class_path: str, init_args: dict):
     """The datamodule the recorded ``class_path`` and ``init_args`` mean in today's API."""
+    args = dict(init_args)
+    if class_path == "adlight.data.ClassSplitDataModule":
+        class_path = PROTOCOLS[args.pop("protocol", "one_class")]
+    loader = {k: args.pop(k) for k in list(args) if k in LOADER_ARGS}
     module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)(**init_args)
+    return getattr(importlib.import_module(module), name)(**args, loader=LoaderOptions(**loader))
 
 
 @pytest.fixture(scope="module")

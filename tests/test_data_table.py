@@ -29,6 +29,7 @@ from adlight.data import (
     HAM10000_DIAGNOSES,
     DrivingDistractionDataModule,
     HAM10000DataModule,
+    LoaderOptions,
     TableDataModule,
 )
 from adlight.errors import AdlightError, ConfigError, DataError
@@ -102,7 +103,7 @@ def driving_root(tmp_path_factory):
 # ----------------------------------------------------------------------------- TableDataModule
 def test_table_split_counts_classes_and_batch(tmp_path):
     table = make_table(tmp_path, {"ok": 20, "crack": 10, "dent": 6})
-    dm = TableDataModule(table, normal_values=["ok"], val_size=0.1, image_size=16, batch_size=64)
+    dm = TableDataModule(table, normal_values=["ok"], val_size=0.1, image_size=16, loader=LoaderOptions(batch_size=64))
     assert dm.class_names == ["ok", "crack", "dent"]  # normal first, anomalies sorted
     # val 10% of each class (at least one), test 20% of the normals, all other anomalies
     assert counts(dm, "val") == {"ok": 2, "crack": 1, "dent": 1}
@@ -162,8 +163,7 @@ def test_image_template_and_several_image_dirs(tmp_path):
 
 def test_mask_column_gives_masks_with_zeros_for_normals(tmp_path):
     table = make_table(tmp_path, {"ok": 10, "crack": 6}, masks=True)
-    dm = TableDataModule(table, normal_values=["ok"], mask_column="mask", image_size=24,
-                         batch_size=64)
+    dm = TableDataModule(table, normal_values=["ok"], mask_column="mask", image_size=24, loader=LoaderOptions(batch_size=64))
     batch = next(iter(dm.test_dataloader()))
     assert batch["mask"].shape == (batch["image"].shape[0], 1, 24, 24)
     sums = batch["mask"].flatten(1).sum(1)
@@ -421,7 +421,7 @@ def test_every_new_config_fits_and_reports_per_class(config, ham_root, driving_r
     else:
         data = [f"--data.root={driving_root}", "--data.num_test_drivers=2", "--data.val_size=0.25"]
         classes = {"talking", "texting", "GPS"}
-    main(["fit", f"--config={config}", *data, "--data.image_size=32", "--data.batch_size=8",
+    main(["fit", f"--config={config}", *data, "--data.image_size=32", "--data.loader.batch_size=8",
           "--model.network.init_args.image_size=32", "--trainer.max_epochs=1",
           "--trainer.check_val_every_n_epoch=1", "--trainer.accelerator=cpu",
           f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",

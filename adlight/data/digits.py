@@ -38,14 +38,11 @@ class DigitsDataModule(AnomalyDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
         abnormal_train_fraction: float = 0.0,
-        batch_size: int = 32,
-        num_workers: int = 0,
         image_size: int = 32,
         channels: int = 1,
-        seed: int = 0,
-        predict_dir: str | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, channels, seed, predict_dir)
+        super().__init__(image_size=image_size, channels=channels, **kwargs)
         if isinstance(normal_digits, int):
             normal_digits = [normal_digits]
         normal = sorted(set(normal_digits))
@@ -97,17 +94,13 @@ class DigitsDataModule(AnomalyDataModule):
             self.abnormal_train_fraction, self.seed,
         )
 
-        def make(idx: list[int]) -> TensorImageDataset:
-            return TensorImageDataset(
-                images[idx],
-                [labels[i] for i in idx],
-                [targets[i] for i in idx],
-                source="digits",
-                ids=idx,
-            )
+        def make(idx: list[int], augment=None) -> TensorImageDataset:
+            return TensorImageDataset(images[idx], [labels[i] for i in idx],
+                                      [targets[i] for i in idx], source="digits", ids=idx,
+                                      transform=augment)
 
         return SplitDatasets(
-            train=make(train_i),
+            train=make(train_i, self.loader.augmentation()),
             val=make(val_i) if val_i else None,
             test=make(test_i),
             class_names=list(DIGIT_NAMES),

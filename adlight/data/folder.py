@@ -23,7 +23,6 @@ from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
 from adlight.data.images import IMAGE_EXTENSIONS, list_images
 from adlight.data.splits import check_abnormal_train_fraction
 from adlight.data.splits.fractions import hold_out_normals, test_derived_validation
-from adlight.data.transforms import augmentation_transform
 from adlight.errors import DataError
 
 NORMAL_CLASS = "normal"
@@ -47,8 +46,6 @@ class FolderDataModule(AnomalyDataModule):
         val_fraction: share of each class of the held-out images that goes to val (0: no val).
         abnormal_train_fraction: share of each anomaly class moved into train (supervised
             families); 0 keeps train normal-only.
-        rotation_degrees, hflip, vflip, noise_std: train-only augmentations.
-        cache_images: keep the decoded, resized 8-bit images in memory after their first read.
     """
 
     def __init__(
@@ -60,19 +57,9 @@ class FolderDataModule(AnomalyDataModule):
         normal_test_fraction: float = 0.2,
         val_fraction: float = 0.25,
         abnormal_train_fraction: float = 0.0,
-        image_size: int = 128,
-        channels: int = 3,
-        rotation_degrees: float = 0.0,
-        hflip: bool = False,
-        vflip: bool = False,
-        noise_std: float = 0.0,
-        cache_images: bool = True,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_dir: str | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, channels, seed, predict_dir)
+        super().__init__(**kwargs)
         self.normal_dir = Path(normal_dir)
         self.abnormal_dir = None if abnormal_dir is None else Path(abnormal_dir)
         self.mask_dir = None if mask_dir is None else Path(mask_dir)
@@ -82,9 +69,6 @@ class FolderDataModule(AnomalyDataModule):
         self.normal_test_fraction = check_fraction("normal_test_fraction", normal_test_fraction, error=DataError)
         self.val_fraction = check_fraction("val_fraction", val_fraction, error=DataError)
         self.abnormal_train_fraction = check_abnormal_train_fraction(abnormal_train_fraction)
-        # images are resized (and cached) by the dataset; train only adds augmentations
-        self._train_tf = augmentation_transform(rotation_degrees, hflip, vflip, noise_std)
-        self.cache_images = bool(cache_images)
 
     def _list(self, folder: Path, arg: str) -> list[Path]:
         return list_images(folder, argument=arg, required=True)
@@ -154,7 +138,7 @@ class FolderDataModule(AnomalyDataModule):
                                     resize=self.image_size, cache=self.cache_images)
 
         return SplitDatasets(
-            train=make(train, self._train_tf),
+            train=make(train, self.loader.augmentation()),
             val=make(val, None) if val else None,
             test=make(test, None),
             class_names=class_names,

@@ -22,7 +22,6 @@ from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
 from adlight.data.images import list_images
 from adlight.data.splits import check_abnormal_train_fraction
 from adlight.data.splits.fractions import test_derived_validation
-from adlight.data.transforms import augmentation_transform
 from adlight.errors import DataError
 
 MVTEC_CATEGORIES: tuple[str, ...] = (
@@ -58,10 +57,6 @@ class MVTecDataModule(AnomalyDataModule):
         category: one of :data:`MVTEC_CATEGORIES`.
         val_fraction: share of each test defect type (and of the good test images) moved into
             the validation split; 0 means no validation split.
-        rotation_degrees, hflip, vflip, noise_std: train-only augmentations
-            (see :func:`adlight.data.transforms.augmentation_transform`).
-        cache_images: keep the decoded, resized 8-bit images in memory after their first read
-            (``N x C x image_size^2`` bytes: 40 MB for 800 RGB images at 128 px).
         abnormal_train_fraction: share of each defect type moved from test into train, for
             supervised families; 0 (default) keeps train normal-only.
         download: fetch and extract ``url`` into ``root`` when ``root/<category>`` is missing
@@ -77,20 +72,12 @@ class MVTecDataModule(AnomalyDataModule):
         image_size: int = 256,
         channels: int = 3,
         val_fraction: float = 0.25,
-        rotation_degrees: float = 0.0,
-        hflip: bool = False,
-        vflip: bool = False,
-        noise_std: float = 0.0,
-        cache_images: bool = True,
         abnormal_train_fraction: float = 0.0,
         download: bool = False,
         url: str = MVTEC_URL,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_dir: str | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, channels, seed, predict_dir)
+        super().__init__(image_size=image_size, channels=channels, **kwargs)
         if category not in MVTEC_CATEGORIES:
             raise DataError(
                 f"unknown MVTec AD category {category!r}; valid categories: {', '.join(MVTEC_CATEGORIES)}"
@@ -101,10 +88,6 @@ class MVTecDataModule(AnomalyDataModule):
         self.abnormal_train_fraction = check_abnormal_train_fraction(abnormal_train_fraction)
         self.download = bool(download)
         self.url = url
-        # checks the augmentation arguments now, not at setup
-        # images are resized (and cached) by the dataset; train only adds augmentations
-        self._train_tf = augmentation_transform(rotation_degrees, hflip, vflip, noise_std)
-        self.cache_images = bool(cache_images)
 
     @property
     def category_dir(self) -> Path:
@@ -208,7 +191,7 @@ class MVTecDataModule(AnomalyDataModule):
                                     resize=self.image_size, cache=self.cache_images)
 
         return SplitDatasets(
-            train=make(train, self._train_tf),
+            train=make(train, self.loader.augmentation()),
             val=make(val, None) if val else None,
             test=make(test, None),
             class_names=class_names,

@@ -26,7 +26,6 @@ from adlight.checks import check_fraction
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
 from adlight.data.splits import check_abnormal_train_fraction, pick_abnormal, seeded_rng
-from adlight.data.transforms import augmentation_transform
 from adlight.errors import ConfigError, DataError
 
 #: ``split`` of the rows that no split uses (anomalies beyond the test and val shares, rows of
@@ -141,10 +140,6 @@ class TableDataModule(AnomalyDataModule):
         abnormal_train_fraction: share of each anomalous class's leftover rows (neither val nor
             test) moved into train, for supervised families; 0 keeps train normal-only.
         delimiter: the field separator; default tab for ``.tsv``/``.tab`` files, else comma.
-        image_size, channels: what ``image`` will be.
-        rotation_degrees, hflip, vflip, noise_std: train-only augmentations.
-        cache_images: keep the decoded, resized 8-bit images in memory after their first read
-            (``N x C x image_size^2`` bytes: 490 MB for 10,000 RGB images at 128 px).
 
     Splits (per label value, seeded by ``seed``; written to ``split.csv`` with the group and
     the unused rows): validation first, then test from what validation left, then the normal
@@ -175,19 +170,9 @@ class TableDataModule(AnomalyDataModule):
         anomaly_test_size: int | float | None = None,
         abnormal_train_fraction: float = 0.0,
         delimiter: str | None = None,
-        image_size: int = 128,
-        channels: int = 3,
-        rotation_degrees: float = 0.0,
-        hflip: bool = False,
-        vflip: bool = False,
-        noise_std: float = 0.0,
-        cache_images: bool = True,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_dir: str | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, channels, seed, predict_dir)
+        super().__init__(**kwargs)
         self.table = None if table is None else Path(table)
         self.label_column = label_column
         self.normal_values = _values("normal_values", normal_values)
@@ -232,9 +217,6 @@ class TableDataModule(AnomalyDataModule):
         self.anomaly_test_size = check_size("anomaly_test_size", anomaly_test_size)
         self.abnormal_train_fraction = check_abnormal_train_fraction(abnormal_train_fraction)
         self.delimiter = delimiter
-        # images are resized (and cached) by the dataset; train only adds augmentations
-        self._train_tf = augmentation_transform(rotation_degrees, hflip, vflip, noise_std)
-        self.cache_images = bool(cache_images)
         self._records: list[_Record] = []
 
     # ----------------------------------------------------------------- reading
@@ -494,7 +476,7 @@ class TableDataModule(AnomalyDataModule):
 
         val = make("val", None)
         return SplitDatasets(
-            train=make("train", self._train_tf),
+            train=make("train", self.loader.augmentation()),
             val=val if len(val) else None,
             test=make("test", None),
             class_names=class_names,
