@@ -1,14 +1,8 @@
 """Images indexed by a table (CSV/TSV): one row per image, columns chosen in the config.
 
-Sets such as HAM10000 (``HAM10000_metadata.csv``: ``image_id``, ``dx``), a driving-distraction
-set (image, behaviour, driver id) or a face set split by an attribute (Andrews et al.: male
-normal, female anomalous) are described by a table, not by folders. :class:`TableDataModule`
-reads such a table: a label column and the values of it that count as normal, optional mask
-and group columns, and splits it, seeded, into train / val / test. The presets in
-``adlight.data.ham10000`` and ``adlight.data.driving`` are thin subclasses.
-
-Every row is checked when the data is first read, so a bad table fails at setup with the row
-(``line N of FILE``) or the value named, never in the middle of an epoch.
+HAM10000, the driving set or a face set split by an attribute are tables, not folders. Every
+row is checked when the data is first read, so a bad table fails at setup naming the row.
+The split is :class:`adlight.data.splits.table.TableShares`.
 """
 
 from __future__ import annotations
@@ -17,69 +11,14 @@ import csv
 import os
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from adlight.checks import check_fraction
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
-from adlight.data.splits import check_abnormal_train_fraction, pick_abnormal, seeded_rng
+from adlight.data.splits import check_abnormal_train_fraction
+from adlight.data.splits.table import UNUSED, TableRecord, TableShares, check_size
+from adlight.data.table_file import TableRow, read_table
 from adlight.errors import ConfigError, DataError
-
-#: ``split`` of the rows that no split uses (anomalies beyond the test and val shares, rows of
-#: test groups beyond ``test_size``); they are listed in split.csv all the same.
-UNUSED = "unused"
-
-# int before float in every signature: jsonargparse tries a union's members in order, and
-# float first would turn a count of 100 from the YAML into the number 100.0
-Size = int | float
-
-
-@dataclass(frozen=True)
-class TableRow:
-    """One row of the table: its cells and where it came from (for error messages)."""
-
-    where: str
-    cells: dict[str, str]
-
-
-@dataclass
-class _Record:
-    """A row that survived reading: its sample, its group and the split it went to."""
-
-    sample: Sample
-    group: str | None
-    where: str
-    split: str = field(default=UNUSED)
-
-
-def check_size(name: str, value: Size | None, allow_none: bool = True) -> Size | None:
-    """A per-class share: a fraction (float in [0, 1]) or a count (int >= 0)."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(
-            f"{name} must be a fraction (float in [0, 1]) or a count (int >= 0), got {value!r}"
-        )
-    if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(f"{name} must be a count >= 0 or a fraction in [0, 1], got {value!r}")
-        return value
-    return check_fraction(name, value, one=True, error=DataError)
-
-
-def size_to_count(size: Size, n: int) -> int:
-    """How many of ``n`` rows a share takes: a count as given; a fraction rounded, and at
-    least one when it is positive and the class has two rows or more (so a small class still
-    reaches every split it should)."""
-    if isinstance(size, int):
-        return size
-    count = int(np.floor(size * n + 0.5))
-    if size > 0 and count == 0 and n >= 2:
-        count = 1
-    return count
 
 
 def _values(name: str, values: Sequence[str | int] | None) -> list[str] | None:
@@ -141,13 +80,8 @@ class TableDataModule(AnomalyDataModule):
             test) moved into train, for supervised families; 0 keeps train normal-only.
         delimiter: the field separator; default tab for ``.tsv``/``.tab`` files, else comma.
 
-    Splits (per label value, seeded by ``seed``; written to ``split.csv`` with the group and
-    the unused rows): validation first, then test from what validation left, then the normal
-    rows left are the train split. Without groups: ``val_size`` and ``test_size`` /
-    ``anomaly_test_size`` of every class. With groups: the test groups' rows are the test split
-    (``test_size`` / ``anomaly_test_size``, when given, take that share of each class), and
-    validation and train come from the other groups only. ``class_names`` is the normal values,
-    then the anomalous values (in the order given, else sorted); ``class_id`` indexes it.
+    ``class_names`` is the normal values, then the anomalous ones (as given, else sorted);
+    ``split.csv`` also lists the group and the unused rows.
     """
 
     def __init__(
@@ -217,40 +151,14 @@ class TableDataModule(AnomalyDataModule):
         self.anomaly_test_size = check_size("anomaly_test_size", anomaly_test_size)
         self.abnormal_train_fraction = check_abnormal_train_fraction(abnormal_train_fraction)
         self.delimiter = delimiter
-        self._records: list[_Record] = []
+        self._records: list[TableRecord] = []
 
     # ----------------------------------------------------------------- reading
     def _read_rows(self) -> tuple[list[str], list[TableRow], str]:
         """``(columns, rows, source)`` of the table; presets may build them another way."""
-        path = self.table
-        if path is None:
+        if self.table is None:
             raise DataError(f"{type(self).__name__}: no table given")
-        if not path.is_file():
-            raise DataError(f"table {path} does not exist or is not a file")
-        delimiter = self.delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f, delimiter=delimiter)
-                columns = [c.strip() for c in reader.fieldnames or []]
-                if not columns:
-                    raise DataError(f"table {path} is empty: expected a header row")
-                reader.fieldnames = columns
-                rows = []
-                for cells in reader:
-                    if None in cells:  # more cells than the header has columns
-                        raise DataError(
-                            f"line {reader.line_num} of {path} has {len(columns) + len(cells[None])}"
-                            f" cells but the header has {len(columns)} columns"
-                        )
-                    if not any((v or "").strip() for v in cells.values()):
-                        continue  # a blank line
-                    rows.append(TableRow(
-                        f"line {reader.line_num} of {path}",
-                        {k: (v or "").strip() for k, v in cells.items()},
-                    ))
-        except (UnicodeDecodeError, csv.Error, OSError) as e:
-            raise DataError(f"cannot read table {path}: {type(e).__name__}: {e}") from e
-        return columns, rows, str(path)
+        return read_table(self.table, self.delimiter)
 
     def _default_dirs(self) -> list[Path]:
         return [self.table.parent] if self.table is not None else [Path(".")]
@@ -299,7 +207,7 @@ class TableDataModule(AnomalyDataModule):
             anomalous = sorted(present - set(self.normal_values) - set(self.exclude_values))
         return [*self.normal_values, *anomalous]
 
-    def _read_records(self) -> tuple[list[_Record], list[str]]:
+    def _read_records(self) -> tuple[list[TableRecord], list[str]]:
         columns, rows, source = self._read_rows()
         self._check_columns(columns, source)
         known = set(self.normal_values) | set(self.anomalous_values or []) | set(self.exclude_values)
@@ -320,7 +228,7 @@ class TableDataModule(AnomalyDataModule):
         class_names = self._class_names(present, source)
         image_dirs = self.image_dirs or self._default_dirs()
         mask_dirs = self.mask_dirs or self._default_dirs()
-        records: list[_Record] = []
+        records: list[TableRecord] = []
         seen: dict[str, str] = {}
         for row in rows:
             value = row.cells[self.label_column]
@@ -348,111 +256,17 @@ class TableDataModule(AnomalyDataModule):
                 group = row.cells[self.group_column]
                 if not group:
                     raise DataError(f"{row.where}: the group column {self.group_column!r} is empty")
-            records.append(_Record(Sample(path, label, class_id, mask), group, row.where))
+            records.append(TableRecord(Sample(path, label, class_id, mask, group), row.where))
         if not records:
             raise DataError(f"{source} has no rows left after excluding {self.exclude_values}")
         return records, class_names
 
     # ----------------------------------------------------------------- splitting
-    def _rng(self, stream: int) -> np.random.Generator:
-        # one stream per class (and one for the groups): adding a class or changing one
-        # class's share leaves the other classes' splits as they were
-        return seeded_rng(self.seed, stream)
-
-    def _choose_test_groups(self, records: list[_Record]) -> set[str]:
-        groups = sorted({r.group for r in records})
-        if self.test_groups is not None:
-            unknown = [g for g in self.test_groups if g not in groups]
-            if unknown:
-                raise DataError(
-                    f"test_groups value {unknown[0]!r} does not occur in column "
-                    f"{self.group_column!r} (groups: {', '.join(groups)})"
-                )
-            chosen = set(self.test_groups)
-        else:
-            if self.num_test_groups >= len(groups):
-                raise DataError(
-                    f"num_test_groups={self.num_test_groups} leaves no group for training: column "
-                    f"{self.group_column!r} has {len(groups)} groups ({', '.join(groups)})"
-                )
-            picks = self._rng(0).choice(len(groups), size=self.num_test_groups, replace=False)
-            chosen = {groups[i] for i in picks}
-        if chosen == set(groups):
-            raise DataError(
-                f"test_groups take every group of {self.group_column!r} "
-                f"({', '.join(groups)}); no group is left for training"
-            )
-        return chosen
-
-    @staticmethod
-    def _cut(members: list[int], size: Size | None, total: int, what: str, name: str) -> int:
-        """How many of ``members`` a share takes (``None``: all of them). A fraction is of the
-        class's ``total`` rows, capped at what is left; a count that asks for more than is left
-        is a DataError naming the class."""
-        if size is None:
-            return len(members)
-        count = size_to_count(size, total)
-        if isinstance(size, float):
-            return min(count, len(members))
-        if count > len(members):
-            raise DataError(
-                f"class {name!r} has {len(members)} rows left for {what}, but {what}={size} "
-                f"asks for {count}"
-            )
-        return count
-
-    def _assign(self, records: list[_Record], class_names: list[str]) -> None:
-        grouped = self.group_column is not None
-        test_groups = self._choose_test_groups(records) if grouped else set()
-        leftover: list[int] = []  # anomalies neither val nor test: abnormal_train_fraction's
-        for class_id, name in enumerate(class_names):
-            normal = class_id < len(self.normal_values)
-            members = [i for i, r in enumerate(records) if r.sample.class_id == class_id]
-            order = [members[j] for j in self._rng(1 + class_id).permutation(len(members))]
-            held = [i for i in order if records[i].group in test_groups]
-            dev = [i for i in order if records[i].group not in test_groups]
-            n_val = self._cut(dev, self.val_size, len(dev), "val_size", name)
-            for i in dev[:n_val]:
-                records[i].split = "val"
-            dev = dev[n_val:]
-            size = self.test_size if normal else self.anomaly_test_size
-            what = "test_size" if normal else "anomaly_test_size"
-            if grouped:  # the test groups' rows: all of them unless a share is given
-                pool, total = held, len(held)
-            else:  # what validation left; a share is of the class's rows
-                pool, total = dev, len(members)
-                if size is None and normal:
-                    size = 0.2
-            n_test = self._cut(pool, size, total, what, name)
-            for i in pool[:n_test]:
-                records[i].split = "test"
-            left = dev if grouped else dev[n_test:]
-            if normal:
-                for i in left:
-                    records[i].split = "train"
-            else:
-                leftover += left
-        chosen = pick_abnormal([records[i].sample.class_id for i in leftover],
-                               self.abnormal_train_fraction, self.seed)
-        for j in chosen:
-            records[leftover[j]].split = "train"
-        self._check_splits(records, sorted(test_groups))
-
-    def _check_splits(self, records: list[_Record], test_groups: list[str]) -> None:
-        where = f" (test groups: {', '.join(test_groups)})" if test_groups else ""
-        train = [r for r in records if r.split == "train"]
-        if not any(r.sample.label == 0 for r in train):
-            raise DataError(
-                f"the train split has no normal rows{where}: every normal row went to val or "
-                "test; lower val_size / test_size or choose fewer test groups"
-            )
-        test = [r for r in records if r.split == "test"]
-        for label, kind in ((0, "normal"), (1, "anomalous")):
-            if not any(r.sample.label == label for r in test):
-                raise DataError(
-                    f"the test split has no {kind} rows{where}; choose test groups with "
-                    f"{kind} images, or a larger test share"
-                )
+    def _assign(self, records: list[TableRecord], class_names: list[str]) -> None:
+        shares = TableShares(self.val_size, self.test_size, self.anomaly_test_size,
+                             self.abnormal_train_fraction, self.seed, self.group_column,
+                             self.test_groups, self.num_test_groups)
+        shares.assign(records, class_names, len(self.normal_values))
         if self.mask_column is not None:
             for r in records:
                 if r.split != UNUSED and r.sample.label == 1 and r.sample.mask_path is None:
@@ -494,7 +308,7 @@ class TableDataModule(AnomalyDataModule):
             for r in self._records:
                 s = r.sample
                 w.writerow([s.path, r.split, s.label, names[s.class_id],
-                            *([r.group] if grouped else [])])
+                            *([s.group] if grouped else [])])
         return path
 
 
