@@ -405,7 +405,7 @@ def test_the_new_configs_say_what_the_paper_says():
         assert model["network"]["init_args"]["latent_dim"] == 300
         assert model["network"]["init_args"]["image_size"] == data["image_size"] == 128
         assert model["optimizer"]["init_args"] == {"lr": 0.0001, "weight_decay": 0.00001}
-        assert data["batch_size"] == 64 and config["trainer"]["max_epochs"] == 70
+        assert data["loader"]["batch_size"] == 64 and config["trainer"]["max_epochs"] == 70
         if model["loss"] == "l1_sparse":
             expected = 0.002 if path.name.startswith("ham10000") else 0.0004
             assert model["sparsity_weight"] == expected, path.name

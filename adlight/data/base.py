@@ -201,6 +201,21 @@ class AnomalyDataModule(L.LightningDataModule):
             self._splits = splits
         return self._splits
 
+    def _file_splits(self, train: list[Sample], val: list[Sample], test: list[Sample],
+                     class_names: list[str], has_masks: bool) -> SplitDatasets:
+        """Image-file datasets of the three splits: train augmented, no val when it is empty."""
+
+        def make(samples: list[Sample], augment) -> ImageFileDataset:
+            return ImageFileDataset(samples, augment, self.channels, has_masks=has_masks,
+                                    resize=self.image_size, cache=self.cache_images)
+
+        return SplitDatasets(
+            train=make(train, self.loader.augmentation()),
+            val=make(val, None) if val else None,
+            test=make(test, None),
+            class_names=class_names,
+        )
+
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
             ds,

@@ -41,11 +41,9 @@ class DrivingDistractionDataModule(TableDataModule):
         exclude_behaviours: behaviours left out (e.g. a set's other distractions).
         test_drivers: the drivers to test on; default ``num_test_drivers`` drawn at random
             (seeded) from all drivers, as the paper's 9 of 25.
-        val_size: per behaviour, the share of the *training* drivers' images held out to choose
-            the threshold (a fraction, or a count as int); the test drivers stay unseen.
-        test_size, anomaly_test_size: per behaviour, the share of the test drivers' images
-            used (default all).
-        Everything else as :class:`~adlight.data.TableDataModule`.
+        Everything else as :class:`~adlight.data.TableDataModule`: ``val_size`` is taken from
+        the training drivers only; ``test_size``/``anomaly_test_size`` default to all the test
+        drivers' images.
     """
 
     def __init__(
@@ -60,10 +58,6 @@ class DrivingDistractionDataModule(TableDataModule):
         exclude_behaviours: Sequence[str] = (),
         test_drivers: Sequence[str | int] | None = None,
         num_test_drivers: int = 9,
-        val_size: int | float = 0.1,
-        test_size: int | float | None = None,
-        anomaly_test_size: int | float | None = None,
-        abnormal_train_fraction: float = 0.0,
         **kwargs,
     ) -> None:
         self.root = Path(root)
@@ -84,10 +78,6 @@ class DrivingDistractionDataModule(TableDataModule):
             group_column=driver_column,
             test_groups=test_drivers,
             num_test_groups=None if test_drivers is not None else num_test_drivers,
-            val_size=val_size,
-            test_size=test_size,
-            anomaly_test_size=anomaly_test_size,
-            abnormal_train_fraction=abnormal_train_fraction,
             **kwargs,
         )
 

@@ -56,7 +56,6 @@ class HAM10000DataModule(TableDataModule):
         val_size: int | float = 15,
         test_size: int | float = 100,
         anomaly_test_size: int | float = 100,
-        abnormal_train_fraction: float = 0.0,
         **kwargs,
     ) -> None:
         self.root = Path(root)
@@ -90,7 +89,6 @@ class HAM10000DataModule(TableDataModule):
             val_size=val_size,
             test_size=test_size,
             anomaly_test_size=anomaly_test_size,
-            abnormal_train_fraction=abnormal_train_fraction,
             **kwargs,
         )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from adlight.checks import check_fraction
 from adlight.data.base import AnomalyDataModule, SplitDatasets
-from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
+from adlight.data.datasets import Sample, check_mask_sizes
 from adlight.data.images import list_images
 from adlight.data.splits import check_abnormal_train_fraction
 from adlight.data.splits.fractions import test_derived_validation
@@ -185,14 +185,4 @@ class MVTecDataModule(AnomalyDataModule):
         train, val, test = test_derived_validation(
             train, pool, self.val_fraction, self.abnormal_train_fraction, self.seed
         )
-
-        def make(samples: list[Sample], tf) -> ImageFileDataset:
-            return ImageFileDataset(samples, tf, self.channels, has_masks=True,
-                                    resize=self.image_size, cache=self.cache_images)
-
-        return SplitDatasets(
-            train=make(train, self.loader.augmentation()),
-            val=make(val, None) if val else None,
-            test=make(test, None),
-            class_names=class_names,
-        )
+        return self._file_splits(train, val, test, class_names, has_masks=True)

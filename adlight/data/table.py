@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from adlight.data.base import AnomalyDataModule, SplitDatasets
-from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
+from adlight.data.datasets import Sample, check_mask_sizes
 from adlight.data.splits import check_abnormal_train_fraction
 from adlight.data.splits.table import UNUSED, TableRecord, TableShares, check_size
 from adlight.data.table_file import TableRow, read_table
@@ -281,20 +281,10 @@ class TableDataModule(AnomalyDataModule):
         self._records = records
         used = [r.sample for r in records if r.split != UNUSED]
         check_mask_sizes(used)
-        has_masks = self.mask_column is not None
-
-        def make(split: str, tf) -> ImageFileDataset:
-            samples = [r.sample for r in records if r.split == split]
-            return ImageFileDataset(samples, tf, self.channels, has_masks=has_masks,
-                                    resize=self.image_size, cache=self.cache_images)
-
-        val = make("val", None)
-        return SplitDatasets(
-            train=make("train", self.loader.augmentation()),
-            val=val if len(val) else None,
-            test=make("test", None),
-            class_names=class_names,
-        )
+        train, val, test = ([r.sample for r in records if r.split == split]
+                            for split in ("train", "val", "test"))
+        return self._file_splits(train, val, test, class_names,
+                                 has_masks=self.mask_column is not None)
 
     def write_split_csv(self, path: str | os.PathLike) -> Path:
         """``path, split, label, class[, group]`` of every row, the unused ones included."""
