@@ -614,3 +614,21 @@ def test_split_csv_never_overwrites_a_file_it_did_not_write(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.glob("split*.csv")) == [
         "split-1.csv", "split-2.csv", "split.csv"]
     assert (tmp_path / "split-1.csv").read_text() != (tmp_path / "split-2.csv").read_text()
+
+
+@pytest.mark.parametrize("datamodule", [
+    "MVTecDataModule", "FolderDataModule", "DigitsDataModule", "TableDataModule",
+    "HAM10000DataModule", "DrivingDistractionDataModule", "OneVsRestDataModule",
+    "OneClassDataModule",
+])
+def test_every_datamodule_takes_the_loader_group_and_a_top_level_image_size(datamodule):
+    from jsonargparse import ArgumentParser
+
+    import adlight.data
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(getattr(adlight.data, datamodule), "data")
+    keys = {a.dest for a in parser._actions}
+    assert {f"data.loader.{f}" for f in LOADER_FIELDS} <= keys
+    assert {"data.image_size", "data.channels", "data.seed", "data.predict_dir"} <= keys
+    assert not keys & {f"data.{f}" for f in LOADER_FIELDS}  # not declared twice

@@ -13,6 +13,7 @@ import string
 from collections.abc import Sequence
 from pathlib import Path
 
+from adlight.checks import check_int
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import Sample, check_mask_sizes
 from adlight.data.splits import check_abnormal_train_fraction
@@ -133,11 +134,8 @@ class TableDataModule(AnomalyDataModule):
         self.mask_dirs = None if mask_dirs is None else [Path(d) for d in _as_list(mask_dirs)]
         self.group_column = group_column
         self.test_groups = _values("test_groups", test_groups)
-        if num_test_groups is not None and (
-            isinstance(num_test_groups, bool) or not isinstance(num_test_groups, int)
-            or num_test_groups < 1
-        ):
-            raise ConfigError(f"num_test_groups must be an int >= 1, got {num_test_groups!r}")
+        if num_test_groups is not None:
+            check_int("num_test_groups", num_test_groups, 1)
         self.num_test_groups = num_test_groups
         if group_column is None and (self.test_groups is not None or num_test_groups is not None):
             raise ConfigError("test_groups / num_test_groups need a group_column to split by")

@@ -17,6 +17,7 @@ from typing import Any
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from adlight.checks import check_int
 from adlight.errors import DataError
 
 
@@ -37,15 +38,9 @@ class ClampImage(v2.Transform):
         )
 
 
-def _check_size(image_size: int) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise DataError(f"image_size must be a positive int, got {image_size!r}")
-    return image_size
-
-
 def eval_transform(image_size: int) -> v2.Compose:
     """Resize to ``image_size x image_size`` (bilinear with antialias; masks nearest)."""
-    image_size = _check_size(image_size)
+    image_size = check_int("image_size", image_size, 1, DataError)
     # bilinear, not bicubic: bicubic overshoots [0, 1] by far more than float rounding
     return v2.Compose(
         [
