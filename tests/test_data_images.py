@@ -272,3 +272,12 @@ def test_stratified_split_is_disjoint_seeded_and_keeps_every_stratum():
     assert [len(p) for p in three] == [60, 20, 10]  # the rest is left out
     with pytest.raises(DataError, match="sum to at most 1"):
         stratified_split(strata, [0.7, 0.7], seed=0)
+
+
+def test_one_seeding_rule_takes_negative_seeds_and_keeps_int_seeds_as_numpy_has_them():
+    from adlight.data.splits import seeded_rng
+
+    assert seeded_rng(5).random() == np.random.default_rng(5).random()  # recorded splits hold
+    assert seeded_rng(-2).random() != seeded_rng(2).random()
+    a, b = stratified_split([0, 0, 1, 1, 1, 2], [0.5, 0.5], seed=-2)
+    assert sorted(a + b) == list(range(6))
