@@ -11,3 +11,25 @@ def check_int(name: str, value: object, minimum: int = 1,
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise error(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+def check_fraction(name: str, value: object, zero: bool = True, one: bool = False,
+                   error: type[AdlightError] = ConfigError) -> float:
+    """``value`` as float if it lies in [0, 1] (``zero``/``one``: whether that end is allowed).
+
+    Else ``error`` naming ``name`` and the interval; a bool is not a number here.
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = (0.0 <= value if zero else 0.0 < value) and (value <= 1.0 if one else value < 1.0)
+    if not ok:
+        interval = f"{'[' if zero else '('}0, 1{']' if one else ')'}"
+        raise error(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def check_seed(name: str, value: object, error: type[AdlightError] = ConfigError) -> int:
+    """``value`` if it is an int (any sign; a bool is not), else ``error`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise error(f"{name} must be an int, got {value!r}")
+    return value

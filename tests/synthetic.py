@@ -35,6 +35,7 @@ API (all return paths; ``root`` is created when missing):
 
 from __future__ import annotations
 
+import csv
 import pickle
 import struct
 from pathlib import Path
@@ -232,4 +233,44 @@ def make_cifar10_batches(
         dump(f"data_batch_{b + 1}", images[part], labels[part])
     dump("test_batch", *_coded_images(_per_class(n_test_per_class), 32, rng))
     (base / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR10_NAMES)}))
+    return root
+
+
+HAM_COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
+HAM10000_DIAGNOSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+
+def image_of_label(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    return normal_image(size, rng) if label == 0 else defect_image(size, rng)[0]
+
+
+def make_ham10000_tree(root: Path, counts: dict[str, int] | None = None, size: int = 32,
+                       seed: int = 0) -> Path:
+    """The official layout: metadata CSV with the release's columns, images alternating
+    between the two part folders (so both are searched)."""
+    counts = counts or {d: (10 if d == "nv" else 4) for d in HAM10000_DIAGNOSES}
+    rng = np.random.default_rng(seed)
+    rows, n = [], 0
+    for dx, count in counts.items():
+        for _ in range(count):
+            image_id = f"ISIC_{24306 + n:07d}"
+            part = "HAM10000_images_part_1" if n % 2 == 0 else "HAM10000_images_part_2"
+            _save(root / part / f"{image_id}.jpg", image_of_label(dx != "nv", rng, size))
+            rows.append([f"HAM_{n // 2:07d}", image_id, dx, "histo", "45.0", "male", "back"])
+            n += 1
+    with open(root / "HAM10000_metadata.csv", "w", newline="") as f:
+        csv.writer(f).writerows([HAM_COLUMNS, *rows])
+    return root
+
+
+def make_driving_tree(root: Path, drivers: int = 5, per_behaviour: int = 2, size: int = 32,
+                      behaviours=("normal", "talking", "texting", "GPS"), seed: int = 0) -> Path:
+    """``root/<behaviour>/<driver>/<i>.jpg``; normal images twice as many."""
+    rng = np.random.default_rng(seed)
+    for behaviour in behaviours:
+        count = per_behaviour * (2 if behaviour == "normal" else 1)
+        for d in range(drivers):
+            for i in range(count):
+                _save(root / behaviour / f"p{d:03d}" / f"{i}.jpg",
+                      image_of_label(behaviour != "normal", rng, size))
     return root

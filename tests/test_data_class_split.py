@@ -1,4 +1,4 @@
-"""ClassSplitDataModule: both protocols' counts, trials, shortfalls, every source, bad arguments."""
+"""OneClassDataModule and OneVsRestDataModule: both protocols' counts, trials, shortfalls, every source, bad arguments."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from synthetic import (
     make_mnist_raw,
 )
 
-from adlight.data import ClassSplitDataModule
-from adlight.data.class_split import even_quota
+from adlight.data import ClassSplitBase, LoaderOptions, OneClassDataModule, OneVsRestDataModule
+from adlight.data.splits import even_quota
 from adlight.errors import DataError
 
 CLASSES = ("c0", "c1", "c2", "c3", "c4")
@@ -35,9 +35,10 @@ def tree(tmp_path_factory):
     return make_class_folder_tree(tmp_path_factory.mktemp("classes"), CLASSES, 40, size=8)
 
 
-def folder_dm(root, **kwargs) -> ClassSplitDataModule:
+def folder_dm(root, protocol="one_class", **kwargs) -> ClassSplitBase:
     kwargs.setdefault("image_size", 8)
-    return ClassSplitDataModule("folder", str(root), **kwargs)
+    cls = OneVsRestDataModule if protocol == "one_vs_rest" else OneClassDataModule
+    return cls("folder", str(root), **kwargs)
 
 
 def rows(ds) -> list[tuple[str, int, int]]:
@@ -280,8 +281,7 @@ def test_one_vs_rest_without_test_root_needs_test_per_class(tree):
 def test_batches_channels_and_split_csv_class_column(tmp_path, tree):
     dm = quiet(folder_dm(tree, normal_classes=["c1"], anomaly_classes=["c2", "c4"],
                          n_train_normals=8, n_test_normals=6, n_test_anomalies=6,
-                         n_val_normals=3, n_val_anomalies=3, channels=1, image_size=12,
-                         batch_size=64))
+                         n_val_normals=3, n_val_anomalies=3, channels=1, image_size=12, loader=LoaderOptions(batch_size=64)))
     batch = next(iter(dm.test_dataloader()))
     assert set(batch) == {"image", "label", "path", "index", "class_id"}
     assert batch["image"].shape == (12, 1, 12, 12) and batch["image"].dtype == torch.float32
@@ -297,10 +297,10 @@ def test_batches_channels_and_split_csv_class_column(tmp_path, tree):
 
 
 def test_digits_source_counts_resize_and_augmentation():
-    dm = quiet(ClassSplitDataModule(
+    dm = quiet(OneClassDataModule(
         "digits", normal_classes=[1, 3, 5, 7, 9], anomaly_classes=[0, 2, 4, 6, 8],
         n_train_normals=100, n_test_normals=50, n_test_anomalies=50, n_val_normals=10,
-        n_val_anomalies=10, image_size=16, channels=3, noise_std=0.2))
+        n_val_anomalies=10, image_size=16, channels=3, loader=LoaderOptions(noise_std=0.2)))
     assert dm.class_names == [str(d) for d in range(10)]
     test = per_class(dm.test_dataset, dm.class_names)
     assert test == {(str(d), int(d % 2 == 0)): 10 for d in range(10)}
@@ -322,10 +322,10 @@ def test_torchvision_mnist_family_from_raw_idx_files(tmp_path, source):
     normal = "1" if source == "mnist" else "Trouser"  # class 1 either way
     kwargs = dict(normal_classes=[normal], anomaly_classes=[7], n_train_normals=8,
                   n_test_normals=6, n_test_anomalies=4, n_val_normals=2, n_val_anomalies=2,
-                  image_size=28, channels=1, batch_size=64)
-    dm = quiet(ClassSplitDataModule(source, str(tmp_path), **kwargs))
+                  image_size=28, channels=1, loader=LoaderOptions(batch_size=64))
+    dm = quiet(OneClassDataModule(source, str(tmp_path), **kwargs))
     # download: true finds the files present and fetches nothing (this machine is offline)
-    fetched = ClassSplitDataModule(source, str(tmp_path), download=True, **kwargs)
+    fetched = OneClassDataModule(source, str(tmp_path), download=True, **kwargs)
     fetched.prepare_data()
     assert rows(quiet(fetched).test_dataset) == rows(dm.test_dataset)
     assert dm.class_names[1] == normal and len(dm.class_names) == 10
@@ -342,7 +342,7 @@ def test_torchvision_mnist_family_from_raw_idx_files(tmp_path, source):
 
 
 def test_torchvision_missing_without_download_names_root(tmp_path):
-    dm = ClassSplitDataModule("mnist", str(tmp_path / "nothing"), normal_classes=[1])
+    dm = OneClassDataModule("mnist", str(tmp_path / "nothing"), normal_classes=[1])
     with pytest.raises(DataError, match=r"mnist \(train set\) could not be read from root "
                                         r".*nothing.*set download: true"):
         dm.setup("fit")
@@ -350,9 +350,9 @@ def test_torchvision_missing_without_download_names_root(tmp_path):
 
 def test_torchvision_cifar10_from_pickled_batches(tmp_path, monkeypatch):
     make_cifar10_batches(tmp_path, n_train_per_class=8, n_test_per_class=4)
-    dm = ClassSplitDataModule("cifar10", str(tmp_path), protocol="one_vs_rest",
+    dm = OneVsRestDataModule("cifar10", str(tmp_path),
                               anomaly_classes="cat", val_fraction=0.25, image_size=32,
-                              channels=3, batch_size=64)
+                              channels=3, loader=LoaderOptions(batch_size=64))
     # torchvision compares the files' md5 sums with the official ones; our tiny batches differ
     with pytest.raises(DataError, match="cifar10 .* could not be read .*corrupted"):
         dm.setup("fit")
@@ -367,7 +367,7 @@ def test_torchvision_cifar10_from_pickled_batches(tmp_path, monkeypatch):
     level = torch.tensor([class_level(int(c)) for c in batch["class_id"]]).float()
     rgb = (batch["image"][:, :, 5, 5] * 255).round()
     assert torch.equal(rgb, torch.stack([level, 255 - level, torch.full_like(level, 128)], 1))
-    gray = ClassSplitDataModule("cifar10", str(tmp_path), protocol="one_vs_rest",
+    gray = OneVsRestDataModule("cifar10", str(tmp_path),
                                 anomaly_classes=3, image_size=16, channels=1)
     image = quiet(gray).test_dataset[0]["image"]
     assert image.shape == (1, 16, 16)
@@ -380,7 +380,6 @@ def test_torchvision_cifar10_from_pickled_batches(tmp_path, monkeypatch):
     ("kwargs", "words"),
     [
         (dict(source="imagenet"), "source must be one of"),
-        (dict(protocol="two_class"), "protocol must be one of"),
         (dict(normal_classes=None), "give normal_classes or anomaly_classes"),
         (dict(anomaly_classes=["c1"]), r"both list \['c1'\]"),
         (dict(normal_classes=["c1", "c1"]), "normal_classes lists a class twice"),
@@ -391,9 +390,6 @@ def test_torchvision_cifar10_from_pickled_batches(tmp_path, monkeypatch):
         (dict(n_val_normals=-1), "n_val_normals must be an int >= 0"),
         (dict(trial=-1), "trial must be an int >= 0"),
         (dict(trial=1.5), "trial must be an int"),
-        (dict(train_per_class=5), "train_per_class: not an argument of protocol one_class"),
-        (dict(protocol="one_vs_rest", n_test_normals=5), "n_test_normals: not an argument of "
-                                                         "protocol one_vs_rest"),
         (dict(protocol="one_vs_rest", train_per_class=0), "train_per_class must be an int >= 1"),
         (dict(protocol="one_vs_rest", val_fraction=1.0), r"val_fraction must be a number in"),
         (dict(root=None), "source folder needs root"),
@@ -406,8 +402,9 @@ def test_torchvision_cifar10_from_pickled_batches(tmp_path, monkeypatch):
 def test_bad_arguments_raise_data_error_naming_them(kwargs, words):
     args = dict(source="folder", root="data", normal_classes=["c1"])
     args.update(kwargs)
+    cls = OneVsRestDataModule if args.pop("protocol", None) == "one_vs_rest" else OneClassDataModule
     with pytest.raises(DataError, match=words):
-        ClassSplitDataModule(**args)
+        cls(**args)
 
 
 def test_build_time_errors(tmp_path, tree):
@@ -422,9 +419,9 @@ def test_build_time_errors(tmp_path, tree):
 
 def test_config_parses_names_and_indices_like_lightning_cli():
     parser = ArgumentParser()
-    parser.add_class_arguments(ClassSplitDataModule, "data")
+    parser.add_class_arguments(OneClassDataModule, "data")
     cfg = parser.parse_string(
-        "data:\n  source: digits\n  protocol: one_class\n  normal_classes: [1, '3']\n"
+        "data:\n  source: digits\n  normal_classes: [1, '3']\n"
         "  anomaly_classes: 0\n  n_train_normals: 10\n  n_test_normals: 20\n"
         "  n_test_anomalies: 20\n  n_val_normals: 4\n  n_val_anomalies: 4\n  trial: 2\n"
     )
@@ -439,7 +436,7 @@ def test_config_parses_names_and_indices_like_lightning_cli():
 @pytest.mark.skipif(not (REAL / "mnist_test" / "5").is_dir(), reason="no ../shared/data/mnist_test")
 @pytest.mark.parametrize(("n_val", "n_train"), [(0, 380), (64, 316)])
 def test_real_mnist_test_andrews_task_1_uses_the_892_fives_it_has(n_val, n_train):
-    dm = ClassSplitDataModule("folder", str(REAL / "mnist_test"), normal_classes=[5],
+    dm = OneClassDataModule("folder", str(REAL / "mnist_test"), normal_classes=[5],
                               anomaly_classes=[2], n_val_normals=n_val, n_val_anomalies=n_val,
                               image_size=28, channels=1)
     with pytest.warns(UserWarning, match=rf"asks for 2048 train normal .*only {n_train} are"):
@@ -454,7 +451,7 @@ def test_real_mnist_test_andrews_task_1_uses_the_892_fives_it_has(n_val, n_train
 
 @pytest.mark.skipif(not (REAL / "mnist_test").is_dir(), reason="no ../shared/data/mnist_test")
 def test_real_mnist_test_andrews_task_4_has_enough():
-    dm = quiet(ClassSplitDataModule("folder", str(REAL / "mnist_test"),
+    dm = quiet(OneClassDataModule("folder", str(REAL / "mnist_test"),
                                     normal_classes=[1, 3, 5, 7, 9],
                                     anomaly_classes=[0, 2, 4, 6, 8], image_size=28, channels=1))
     counts = dm.split_counts()
@@ -465,9 +462,8 @@ def test_real_mnist_test_andrews_task_4_has_enough():
 
 @pytest.mark.skipif(not (REAL / "cifar10" / "test").is_dir(), reason="no ../shared/data/cifar10")
 def test_real_cifar10_folders_one_vs_rest_like_minhas_zelek():
-    dm = quiet(ClassSplitDataModule("folder", str(REAL / "cifar10" / "train"),
-                                    test_root=str(REAL / "cifar10" / "test"),
-                                    protocol="one_vs_rest", anomaly_classes="airplane",
+    dm = quiet(OneVsRestDataModule("folder", str(REAL / "cifar10" / "train"),
+                                    test_root=str(REAL / "cifar10" / "test"), anomaly_classes="airplane",
                                     image_size=32))
     counts = dm.split_counts()
     assert counts["test"]["anomalous"] == counts["test"]["normal"] == 1000

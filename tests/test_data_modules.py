@@ -7,6 +7,7 @@ import re
 import shutil
 import tarfile
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 import lightning as L
@@ -21,9 +22,12 @@ from adlight.data import (
     AnomalyDataModule,
     DigitsDataModule,
     FolderDataModule,
+    LoaderOptions,
     MVTecDataModule,
 )
 from adlight.errors import DataError
+
+LOADER_FIELDS = {f.name for f in fields(LoaderOptions)}
 
 KEYS_WITH_MASK = {"image", "label", "mask", "path", "index", "class_id"}
 
@@ -66,7 +70,7 @@ def _check_batch(batch, n, channels, size, has_mask=True):
 
 
 def test_mvtec_batches_follow_the_contract(mvtec_root):
-    dm = MVTecDataModule(mvtec_root, image_size=16, batch_size=64, val_fraction=0.25)
+    dm = MVTecDataModule(mvtec_root, image_size=16, val_fraction=0.25, loader=LoaderOptions(batch_size=64))
     dm.setup("fit")
     assert dm.class_names == ["good", "crack", "scratch"]
     assert (dm.image_size, dm.channels) == (16, 3)
@@ -82,7 +86,7 @@ def test_mvtec_batches_follow_the_contract(mvtec_root):
         for cid, p in zip(b["class_id"].tolist(), b["path"], strict=True):
             assert Path(p).parent.name == dm.class_names[cid]
     # at the files' own size, the anomaly (a bright or dark square) is exactly where the mask is
-    native = MVTecDataModule(mvtec_root, image_size=32, batch_size=64)
+    native = MVTecDataModule(mvtec_root, image_size=32, loader=LoaderOptions(batch_size=64))
     b = next(iter(native.test_dataloader()))
     img, m = b["image"], b["mask"]
     for i in torch.nonzero(b["label"] == 1).flatten():
@@ -111,9 +115,9 @@ def test_mvtec_val_and_test_are_disjoint_seeded_and_cover_the_test_folder(mvtec_
 
 
 def test_mvtec_train_augmentations_only_on_train(mvtec_root):
-    dm = MVTecDataModule(mvtec_root, image_size=32, noise_std=0.3, hflip=True, batch_size=64)
+    dm = MVTecDataModule(mvtec_root, image_size=32, loader=LoaderOptions(noise_std=0.3, hflip=True, batch_size=64))
     dm.setup("fit")
-    eval_dm = MVTecDataModule(mvtec_root, image_size=32, batch_size=64)
+    eval_dm = MVTecDataModule(mvtec_root, image_size=32, loader=LoaderOptions(batch_size=64))
     eval_dm.setup("fit")
     torch.manual_seed(0)
     a = next(iter(dm.train_dataloader()))
@@ -136,8 +140,7 @@ def test_mvtec_abnormal_train_fraction_moves_anomalies_from_test_to_train(mvtec_
 
 def test_train_eval_dataset_is_the_training_normals_without_augmentation(mvtec_root):
     dm = MVTecDataModule(
-        mvtec_root, image_size=16, noise_std=0.2, hflip=True, abnormal_train_fraction=0.5
-    )
+        mvtec_root, image_size=16, abnormal_train_fraction=0.5, loader=LoaderOptions(noise_std=0.2, hflip=True))
     ds = dm.train_eval_dataset()
     assert _paths(ds) == [r[0] for r in dm.train_dataset.rows() if r[1] == 0]
     assert len(ds) == 8 and [ds[i]["index"] for i in range(len(ds))] == list(range(8))
@@ -189,7 +192,7 @@ def test_mvtec_undecodable_image_raises_data_error_through_workers(tmp_path, mvt
     root = _copy_tree(mvtec_root, tmp_path / "m")
     bad = root / "bottle" / "train" / "good" / "003.png"
     bad.write_bytes(b"not a png")
-    dm = MVTecDataModule(root, image_size=16, batch_size=4, num_workers=1)
+    dm = MVTecDataModule(root, image_size=16, loader=LoaderOptions(batch_size=4, num_workers=1))
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert loader.persistent_workers and loader.num_workers == 1 and not loader.drop_last
@@ -206,13 +209,13 @@ def test_grayscale_file_in_rgb_set_is_converted(tmp_path, mvtec_root):
     root = _copy_tree(mvtec_root, tmp_path / "m")
     f = root / "bottle" / "train" / "good" / "000.png"
     Image.open(f).convert("L").save(f)
-    dm = MVTecDataModule(root, image_size=16, batch_size=64)
+    dm = MVTecDataModule(root, image_size=16, loader=LoaderOptions(batch_size=64))
     dm.setup("fit")
     b = next(iter(dm.train_dataloader()))
     i = b["path"].index(str(f))
     assert b["image"].shape[1] == 3
     assert torch.equal(b["image"][i, 0], b["image"][i, 1])
-    gray = MVTecDataModule(root, image_size=16, batch_size=64, channels=1)
+    gray = MVTecDataModule(root, image_size=16, channels=1, loader=LoaderOptions(batch_size=64))
     gray.setup("fit")
     assert next(iter(gray.test_dataloader()))["image"].shape[1] == 1
 
@@ -293,7 +296,7 @@ class _TinyModel(L.LightningModule):
 def test_split_csv_is_written_into_the_trainer_log_dir(tmp_path, mvtec_root):
     from lightning.pytorch.loggers import CSVLogger
 
-    dm = MVTecDataModule(mvtec_root, image_size=16, batch_size=8)
+    dm = MVTecDataModule(mvtec_root, image_size=16, loader=LoaderOptions(batch_size=8))
     trainer = L.Trainer(
         logger=CSVLogger(tmp_path, name="run"),
         max_steps=1,
@@ -325,7 +328,7 @@ def test_split_csv_is_written_into_the_trainer_log_dir(tmp_path, mvtec_root):
 
 @pytest.mark.filterwarnings("ignore:Total length of `list` across ranks is zero")
 def test_fit_without_validation_split_skips_validation(tmp_path, mvtec_root):
-    dm = MVTecDataModule(mvtec_root, image_size=16, batch_size=8, val_fraction=0.0)
+    dm = MVTecDataModule(mvtec_root, image_size=16, val_fraction=0.0, loader=LoaderOptions(batch_size=8))
     trainer = L.Trainer(
         logger=False,
         default_root_dir=tmp_path,
@@ -385,17 +388,29 @@ def test_empty_or_missing_predict_dir_raises(tmp_path, mvtec_root):
 @pytest.mark.parametrize(
     "kwargs, word",
     [
-        ({"batch_size": 0}, "batch_size"),
-        ({"num_workers": -1}, "num_workers"),
+        ({"batch_size": 0}, "loader.batch_size"),
+        ({"num_workers": -1}, "loader.num_workers"),
         ({"channels": 2}, "channels"),
         ({"image_size": 0}, "image_size"),
         ({"val_fraction": 1.0}, "val_fraction"),
+        ({"abnormal_train_fraction": 1.5}, r"abnormal_train_fraction must be a number in \[0, 1\]"),
         ({"rotation_degrees": -1}, "rotation_degrees"),
+        ({"seed": 1.5}, "seed"),
     ],
 )
 def test_bad_datamodule_arguments_raise_data_error(tmp_path, kwargs, word):
+    loader = {k: kwargs.pop(k) for k in list(kwargs) if k in LOADER_FIELDS}
     with pytest.raises(DataError, match=word):
-        MVTecDataModule(tmp_path, **kwargs)
+        MVTecDataModule(tmp_path, **kwargs, loader=LoaderOptions(**loader))
+
+
+def test_abnormal_train_fraction_has_one_range_in_every_datamodule(tmp_path):
+    for make in (lambda f: MVTecDataModule(tmp_path, abnormal_train_fraction=f),
+                 lambda f: DigitsDataModule(abnormal_train_fraction=f),
+                 lambda f: FolderDataModule(str(tmp_path), abnormal_train_fraction=f)):
+        assert make(1.0).abnormal_train_fraction == 1.0
+        with pytest.raises(DataError, match=r"abnormal_train_fraction must be a number in \[0, 1\]"):
+            make(-0.1)
 
 
 def test_base_class_needs_build_splits():
@@ -416,10 +431,8 @@ def test_folder_with_class_subfolders_and_masks(tmp_path):
         str(dirs["mask_dir"]),
         mask_suffix="_mask",
         image_size=16,
-        batch_size=64,
         normal_test_fraction=0.4,
-        val_fraction=0.5,
-    )
+        val_fraction=0.5, loader=LoaderOptions(batch_size=64))
     dm.setup("fit")
     assert dm.class_names == ["normal", "burn", "dent"]
     train, val, test = (set(_paths(d)) for d in (dm.train_dataset, dm.val_dataset, dm.test_dataset))
@@ -496,7 +509,7 @@ def test_folder_bad_layouts_raise_data_error(tmp_path, case):
 def test_digits_split_counts_and_contract():
     from sklearn.datasets import load_digits
 
-    dm = DigitsDataModule(normal_digits=[0], batch_size=1000)
+    dm = DigitsDataModule(normal_digits=[0], loader=LoaderOptions(batch_size=1000))
     dm.setup("fit")
     assert dm.class_names == [str(d) for d in range(10)]
     assert (dm.image_size, dm.channels) == (32, 1)
@@ -551,7 +564,7 @@ SHARED_MVTEC = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_
 @pytest.mark.realdata
 @pytest.mark.skipif(not (SHARED_MVTEC / "bottle").is_dir(), reason="../shared/data absent")
 def test_real_mvtec_bottle_split_and_masks():
-    dm = MVTecDataModule(SHARED_MVTEC, "bottle", image_size=64, batch_size=16)
+    dm = MVTecDataModule(SHARED_MVTEC, "bottle", image_size=64, loader=LoaderOptions(batch_size=16))
     dm.setup("fit")
     assert dm.class_names == ["good", "broken_large", "broken_small", "contamination"]
     counts = dm.split_counts()
@@ -569,7 +582,7 @@ def test_cached_images_are_read_once_and_equal_uncached_reads(tmp_path):
     from adlight.data import MVTecDataModule
 
     root = make_mvtec_tree(tmp_path, n_train=4, n_good_test=2, defects={"scratch": 2}, size=48)
-    cached = MVTecDataModule(root=str(root), image_size=32, val_fraction=0.0, cache_images=True)
+    cached = MVTecDataModule(root=str(root), image_size=32, val_fraction=0.0, loader=LoaderOptions(cache_images=True))
     first = [cached.test_dataset[i] for i in range(len(cached.test_dataset))]
     for path in (root / "bottle" / "test").rglob("*.png"):
         path.unlink()  # a second read that touched the files would now fail
@@ -577,7 +590,7 @@ def test_cached_images_are_read_once_and_equal_uncached_reads(tmp_path):
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
     root2 = make_mvtec_tree(tmp_path / "copy", n_train=4, n_good_test=2, defects={"scratch": 2}, size=48)
-    plain = MVTecDataModule(root=str(root2), image_size=32, val_fraction=0.0, cache_images=False)
+    plain = MVTecDataModule(root=str(root2), image_size=32, val_fraction=0.0, loader=LoaderOptions(cache_images=False))
     for a, b in zip(first, [plain.test_dataset[i] for i in range(len(plain.test_dataset))], strict=True):
         assert torch.equal(a["image"], b["image"])
         assert a["image"].dtype == torch.float32 and 0 <= a["image"].min() and a["image"].max() <= 1
@@ -601,3 +614,21 @@ def test_split_csv_never_overwrites_a_file_it_did_not_write(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.glob("split*.csv")) == [
         "split-1.csv", "split-2.csv", "split.csv"]
     assert (tmp_path / "split-1.csv").read_text() != (tmp_path / "split-2.csv").read_text()
+
+
+@pytest.mark.parametrize("datamodule", [
+    "MVTecDataModule", "FolderDataModule", "DigitsDataModule", "TableDataModule",
+    "HAM10000DataModule", "DrivingDistractionDataModule", "OneVsRestDataModule",
+    "OneClassDataModule",
+])
+def test_every_datamodule_takes_the_loader_group_and_a_top_level_image_size(datamodule):
+    from jsonargparse import ArgumentParser
+
+    import adlight.data
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(getattr(adlight.data, datamodule), "data")
+    keys = {a.dest for a in parser._actions}
+    assert {f"data.loader.{f}" for f in LOADER_FIELDS} <= keys
+    assert {"data.image_size", "data.channels", "data.seed", "data.predict_dir"} <= keys
+    assert not keys & {f"data.{f}" for f in LOADER_FIELDS}  # not declared twice

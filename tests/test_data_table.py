@@ -16,13 +16,20 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from synthetic import defect_image, normal_image
+from synthetic import (
+    defect_image,
+    image_of_label,
+    make_driving_tree,
+    make_ham10000_tree,
+    normal_image,
+)
 
 from adlight.cli import main
 from adlight.data import (
     HAM10000_DIAGNOSES,
     DrivingDistractionDataModule,
     HAM10000DataModule,
+    LoaderOptions,
     TableDataModule,
 )
 from adlight.errors import AdlightError, ConfigError, DataError
@@ -31,50 +38,12 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 NEW_CONFIGS = sorted(CONFIGS.glob("zhao_karray/ham10000_*.yaml")) + sorted(
     CONFIGS.glob("zhao_karray/driving_*.yaml")
 )
-HAM_COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
-
 
 # ----------------------------------------------------------------------------- trees
 def _save(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
-
-
-def _image(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
-    return normal_image(size, rng) if label == 0 else defect_image(size, rng)[0]
-
-
-def make_ham10000_tree(root: Path, counts: dict[str, int] | None = None, size: int = 32,
-                       seed: int = 0) -> Path:
-    """The official layout: metadata CSV with the release's columns, images alternating
-    between the two part folders (so both are searched)."""
-    counts = counts or {d: (10 if d == "nv" else 4) for d in HAM10000_DIAGNOSES}
-    rng = np.random.default_rng(seed)
-    rows, n = [], 0
-    for dx, count in counts.items():
-        for _ in range(count):
-            image_id = f"ISIC_{24306 + n:07d}"
-            part = "HAM10000_images_part_1" if n % 2 == 0 else "HAM10000_images_part_2"
-            _save(root / part / f"{image_id}.jpg", _image(dx != "nv", rng, size))
-            rows.append([f"HAM_{n // 2:07d}", image_id, dx, "histo", "45.0", "male", "back"])
-            n += 1
-    with open(root / "HAM10000_metadata.csv", "w", newline="") as f:
-        csv.writer(f).writerows([HAM_COLUMNS, *rows])
-    return root
-
-
-def make_driving_tree(root: Path, drivers: int = 5, per_behaviour: int = 2, size: int = 32,
-                      behaviours=("normal", "talking", "texting", "GPS"), seed: int = 0) -> Path:
-    """``root/<behaviour>/<driver>/<i>.jpg``; normal images twice as many."""
-    rng = np.random.default_rng(seed)
-    for behaviour in behaviours:
-        count = per_behaviour * (2 if behaviour == "normal" else 1)
-        for d in range(drivers):
-            for i in range(count):
-                _save(root / behaviour / f"p{d:03d}" / f"{i}.jpg",
-                      _image(behaviour != "normal", rng, size))
-    return root
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
@@ -134,7 +103,7 @@ def driving_root(tmp_path_factory):
 # ----------------------------------------------------------------------------- TableDataModule
 def test_table_split_counts_classes_and_batch(tmp_path):
     table = make_table(tmp_path, {"ok": 20, "crack": 10, "dent": 6})
-    dm = TableDataModule(table, normal_values=["ok"], val_size=0.1, image_size=16, batch_size=64)
+    dm = TableDataModule(table, normal_values=["ok"], val_size=0.1, image_size=16, loader=LoaderOptions(batch_size=64))
     assert dm.class_names == ["ok", "crack", "dent"]  # normal first, anomalies sorted
     # val 10% of each class (at least one), test 20% of the normals, all other anomalies
     assert counts(dm, "val") == {"ok": 2, "crack": 1, "dent": 1}
@@ -194,8 +163,7 @@ def test_image_template_and_several_image_dirs(tmp_path):
 
 def test_mask_column_gives_masks_with_zeros_for_normals(tmp_path):
     table = make_table(tmp_path, {"ok": 10, "crack": 6}, masks=True)
-    dm = TableDataModule(table, normal_values=["ok"], mask_column="mask", image_size=24,
-                         batch_size=64)
+    dm = TableDataModule(table, normal_values=["ok"], mask_column="mask", image_size=24, loader=LoaderOptions(batch_size=64))
     batch = next(iter(dm.test_dataloader()))
     assert batch["mask"].shape == (batch["image"].shape[0], 1, 24, 24)
     sums = batch["mask"].flatten(1).sum(1)
@@ -437,7 +405,7 @@ def test_the_new_configs_say_what_the_paper_says():
         assert model["network"]["init_args"]["latent_dim"] == 300
         assert model["network"]["init_args"]["image_size"] == data["image_size"] == 128
         assert model["optimizer"]["init_args"] == {"lr": 0.0001, "weight_decay": 0.00001}
-        assert data["batch_size"] == 64 and config["trainer"]["max_epochs"] == 70
+        assert data["loader"]["batch_size"] == 64 and config["trainer"]["max_epochs"] == 70
         if model["loss"] == "l1_sparse":
             expected = 0.002 if path.name.startswith("ham10000") else 0.0004
             assert model["sparsity_weight"] == expected, path.name
@@ -453,7 +421,7 @@ def test_every_new_config_fits_and_reports_per_class(config, ham_root, driving_r
     else:
         data = [f"--data.root={driving_root}", "--data.num_test_drivers=2", "--data.val_size=0.25"]
         classes = {"talking", "texting", "GPS"}
-    main(["fit", f"--config={config}", *data, "--data.image_size=32", "--data.batch_size=8",
+    main(["fit", f"--config={config}", *data, "--data.image_size=32", "--data.loader.batch_size=8",
           "--model.network.init_args.image_size=32", "--trainer.max_epochs=1",
           "--trainer.check_val_every_n_epoch=1", "--trainer.accelerator=cpu",
           f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
@@ -497,7 +465,7 @@ def test_the_state_farm_example_in_the_docs_reads_kaggles_layout(tmp_path):
     for c in range(10):
         for d in range(4):
             name = f"img_{c}{d}.jpg"
-            _save(tmp_path / "imgs" / "train" / f"c{c}" / name, _image(c != 0, rng, 16))
+            _save(tmp_path / "imgs" / "train" / f"c{c}" / name, image_of_label(c != 0, rng, 16))
             rows.append([f"p{d:03d}", f"c{c}", name])
     table = write_csv(tmp_path / "driver_imgs_list.csv", ["subject", "classname", "img"], rows)
     dm = TableDataModule(table, image_template="imgs/train/{classname}/{img}",

@@ -1,11 +1,11 @@
-"""Datamodules, datasets, transforms and split helpers.
+"""Datamodules: a source of records read by a split policy (``adlight.data.splits``).
 
 Every datamodule yields the batch of ``docs/contracts.md``: ``image`` (N x C x H x W in [0, 1]),
 ``label``, ``mask`` (when the data has masks), ``path``, ``index``, ``class_id``.
 """
 
 from adlight.data.base import AnomalyDataModule, SplitDatasets
-from adlight.data.class_split import ClassSplitDataModule
+from adlight.data.class_split import ClassSplitBase, OneClassDataModule, OneVsRestDataModule
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.digits import DigitsDataModule
 from adlight.data.driving import DRIVING_BEHAVIOURS, DrivingDistractionDataModule
@@ -13,10 +13,11 @@ from adlight.data.folder import FolderDataModule
 from adlight.data.generated import WithGeneratedNormals
 from adlight.data.ham10000 import HAM10000_DIAGNOSES, HAM10000DataModule
 from adlight.data.images import IMAGE_EXTENSIONS, list_images, load_image, load_mask
+from adlight.data.loader import LoaderOptions
 from adlight.data.mvtec import MVTEC_CATEGORIES, MVTEC_URL, MVTecDataModule
 from adlight.data.splits import stratified_split
 from adlight.data.table import TableDataModule
-from adlight.data.transforms import augmentation_transform, eval_transform, train_transform
+from adlight.data.transforms import augmentation_transform, eval_transform
 
 __all__ = [
     "DRIVING_BEHAVIOURS",
@@ -25,13 +26,16 @@ __all__ = [
     "MVTEC_CATEGORIES",
     "MVTEC_URL",
     "AnomalyDataModule",
-    "ClassSplitDataModule",
+    "ClassSplitBase",
     "DigitsDataModule",
     "DrivingDistractionDataModule",
     "FolderDataModule",
     "HAM10000DataModule",
     "ImageFileDataset",
+    "LoaderOptions",
     "MVTecDataModule",
+    "OneClassDataModule",
+    "OneVsRestDataModule",
     "Sample",
     "SplitDatasets",
     "TableDataModule",
@@ -43,5 +47,4 @@ __all__ = [
     "load_image",
     "load_mask",
     "stratified_split",
-    "train_transform",
 ]

@@ -18,9 +18,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from adlight.checks import check_int
+from adlight.checks import check_int, check_seed
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.images import list_images
+from adlight.data.loader import LoaderOptions
 from adlight.data.transforms import eval_transform
 from adlight.errors import DataError
 
@@ -42,49 +43,35 @@ class SplitDatasets:
     class_names: list[str]
 
 
-def check_fraction(name: str, value: float, allow_one: bool = False) -> float:
-    """``value`` as float, or :class:`DataError` when it is not in [0, 1) (or [0, 1])."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        ok = 0.0 <= value <= 1.0 if allow_one else 0.0 <= value < 1.0
-    if not ok:
-        interval = "[0, 1]" if allow_one else "[0, 1)"
-        raise DataError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
-
-
 class AnomalyDataModule(L.LightningDataModule):
     """Base datamodule: batches follow ``docs/contracts.md``.
 
     Args:
-        batch_size: images per batch in every stage.
-        num_workers: DataLoader worker processes (workers persist across epochs when > 0).
         image_size: images (and masks) are resized to ``image_size x image_size``.
         channels: 1 (grayscale) or 3 (RGB); files of the other kind are converted.
         seed: seeds every split, so the same seed gives the same split on every process.
         predict_dir: when given, ``predict_dataloader`` yields every image file under this
             folder (recursively, sorted, ``label`` and ``class_id`` -1) instead of the test split.
+        loader: batch size, workers, image cache and train-only augmentations.
     """
 
     def __init__(
         self,
-        batch_size: int = 32,
-        num_workers: int = 0,
         image_size: int = 128,
         channels: int = 3,
         seed: int = 0,
         predict_dir: str | None = None,
+        loader: LoaderOptions = LoaderOptions(),  # noqa: B008 (frozen: shared safely)
     ) -> None:
         super().__init__()
-        self.batch_size = check_int("batch_size", batch_size, 1, DataError)
-        self.num_workers = check_int("num_workers", num_workers, 0, DataError)
+        if not isinstance(loader, LoaderOptions):
+            raise DataError(f"loader must be a LoaderOptions, got {type(loader).__name__}")
+        self.loader = loader
         self._image_size = check_int("image_size", image_size, 1, DataError)
         if channels not in (1, 3) or isinstance(channels, bool):
             raise DataError(f"channels must be 1 or 3, got {channels!r}")
         self._channels = channels
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise DataError(f"seed must be an int, got {seed!r}")
-        self.seed = seed
+        self.seed = check_seed("seed", seed, DataError)
         self.predict_dir = None if predict_dir is None else str(predict_dir)
         self._splits: SplitDatasets | None = None
         self._predict_set: Dataset | None = None
@@ -98,6 +85,18 @@ class AnomalyDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     # ----------------------------------------------------------------- properties
+    @property
+    def batch_size(self) -> int:
+        return self.loader.batch_size
+
+    @property
+    def num_workers(self) -> int:
+        return self.loader.num_workers
+
+    @property
+    def cache_images(self) -> bool:
+        return self.loader.cache_images
+
     @property
     def image_size(self) -> int:
         """Height and width of every ``image`` (and ``mask``)."""
@@ -201,6 +200,21 @@ class AnomalyDataModule(L.LightningDataModule):
                 raise DataError(f"{type(self).__name__}: no training images after splitting")
             self._splits = splits
         return self._splits
+
+    def _file_splits(self, train: list[Sample], val: list[Sample], test: list[Sample],
+                     class_names: list[str], has_masks: bool) -> SplitDatasets:
+        """Image-file datasets of the three splits: train augmented, no val when it is empty."""
+
+        def make(samples: list[Sample], augment) -> ImageFileDataset:
+            return ImageFileDataset(samples, augment, self.channels, has_masks=has_masks,
+                                    resize=self.image_size, cache=self.cache_images)
+
+        return SplitDatasets(
+            train=make(train, self.loader.augmentation()),
+            val=make(val, None) if val else None,
+            test=make(test, None),
+            class_names=class_names,
+        )
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(

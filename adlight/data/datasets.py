@@ -26,12 +26,14 @@ from adlight.errors import DataError
 
 @dataclass(frozen=True)
 class Sample:
-    """One image file of a split: where it is, what it is, and where its mask is."""
+    """One record of a split: the image file, its label and class, its mask and its group
+    (e.g. a driver id, for group-disjoint splits)."""
 
     path: str
     label: int
     class_id: int
     mask_path: str | None = None
+    group: str | None = None
 
 
 def check_mask_sizes(samples: Sequence[Sample]) -> None:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 
-from adlight.data.base import AnomalyDataModule, SplitDatasets, check_fraction
+from adlight.checks import check_fraction
+from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import TensorImageDataset
-from adlight.data.splits import stratified_split
+from adlight.data.sources import DIGIT_NAMES, load_source
+from adlight.data.splits import check_abnormal_train_fraction
+from adlight.data.splits.fractions import hold_out
 from adlight.errors import DataError
-
-DIGIT_CLASSES = [str(d) for d in range(10)]
 
 
 class DigitsDataModule(AnomalyDataModule):
@@ -38,14 +38,11 @@ class DigitsDataModule(AnomalyDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
         abnormal_train_fraction: float = 0.0,
-        batch_size: int = 32,
-        num_workers: int = 0,
         image_size: int = 32,
         channels: int = 1,
-        seed: int = 0,
-        predict_dir: str | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, channels, seed, predict_dir)
+        super().__init__(image_size=image_size, channels=channels, **kwargs)
         if isinstance(normal_digits, int):
             normal_digits = [normal_digits]
         normal = sorted(set(normal_digits))
@@ -58,9 +55,9 @@ class DigitsDataModule(AnomalyDataModule):
         if len(normal) == 10:
             raise DataError("normal_digits lists all ten digits; nothing would be anomalous")
         self.normal_digits = normal
-        self.train_fraction = check_fraction("train_fraction", train_fraction)
-        self.val_fraction = check_fraction("val_fraction", val_fraction)
-        self.test_fraction = check_fraction("test_fraction", test_fraction)
+        self.train_fraction = check_fraction("train_fraction", train_fraction, error=DataError)
+        self.val_fraction = check_fraction("val_fraction", val_fraction, error=DataError)
+        self.test_fraction = check_fraction("test_fraction", test_fraction, error=DataError)
         total = self.train_fraction + self.val_fraction + self.test_fraction
         if total > 1 + 1e-9:
             raise DataError(
@@ -71,9 +68,7 @@ class DigitsDataModule(AnomalyDataModule):
             raise DataError(
                 f"train_fraction and test_fraction must be > 0, got {train_fraction} and {test_fraction}"
             )
-        self.abnormal_train_fraction = check_fraction(
-            "abnormal_train_fraction", abnormal_train_fraction, allow_one=True
-        )
+        self.abnormal_train_fraction = check_abnormal_train_fraction(abnormal_train_fraction)
 
     @property
     def normal_class_ids(self) -> list[int]:
@@ -81,10 +76,8 @@ class DigitsDataModule(AnomalyDataModule):
         return list(self.normal_digits)
 
     def _build_splits(self) -> SplitDatasets:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = torch.from_numpy(digits.images).float().div(16.0).unsqueeze(1)  # N x 1 x 8 x 8
+        digits = load_source("digits", None).train
+        images = digits.images  # N x 1 x 8 x 8 in [0, 1]
         if self.image_size != images.shape[-1]:
             images = F.interpolate(
                 images,
@@ -94,33 +87,21 @@ class DigitsDataModule(AnomalyDataModule):
             ).clamp_(0.0, 1.0)
         if self.channels == 3:
             images = images.repeat(1, 3, 1, 1)
-        targets = [int(t) for t in digits.target]
+        targets = digits.targets
         labels = [0 if t in self.normal_digits else 1 for t in targets]
-        train_i, val_i, test_i = stratified_split(
-            targets, [self.train_fraction, self.val_fraction, self.test_fraction], self.seed
+        train_i, val_i, test_i = hold_out(
+            targets, labels, [self.train_fraction, self.val_fraction, self.test_fraction],
+            self.abnormal_train_fraction, self.seed,
         )
-        # anomalous digits of the train share: none (unsupervised) or a seeded fraction
-        abnormal = [i for i in train_i if labels[i] == 1]
-        keep_abnormal: list[int] = []
-        if abnormal and self.abnormal_train_fraction > 0:
-            (chosen,) = stratified_split(
-                [targets[i] for i in abnormal], [self.abnormal_train_fraction], self.seed + 1
-            )
-            keep_abnormal = [abnormal[j] for j in chosen]
-        train_i = sorted([i for i in train_i if labels[i] == 0] + keep_abnormal)
 
-        def make(idx: list[int]) -> TensorImageDataset:
-            return TensorImageDataset(
-                images[idx],
-                [labels[i] for i in idx],
-                [targets[i] for i in idx],
-                source="digits",
-                ids=idx,
-            )
+        def make(idx: list[int], augment=None) -> TensorImageDataset:
+            return TensorImageDataset(images[idx], [labels[i] for i in idx],
+                                      [targets[i] for i in idx], source="digits", ids=idx,
+                                      transform=augment)
 
         return SplitDatasets(
-            train=make(train_i),
+            train=make(train_i, self.loader.augmentation()),
             val=make(val_i) if val_i else None,
             test=make(test_i),
-            class_names=list(DIGIT_CLASSES),
+            class_names=list(DIGIT_NAMES),
         )

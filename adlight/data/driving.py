@@ -41,11 +41,9 @@ class DrivingDistractionDataModule(TableDataModule):
         exclude_behaviours: behaviours left out (e.g. a set's other distractions).
         test_drivers: the drivers to test on; default ``num_test_drivers`` drawn at random
             (seeded) from all drivers, as the paper's 9 of 25.
-        val_size: per behaviour, the share of the *training* drivers' images held out to choose
-            the threshold (a fraction, or a count as int); the test drivers stay unseen.
-        test_size, anomaly_test_size: per behaviour, the share of the test drivers' images
-            used (default all).
-        Everything else as :class:`~adlight.data.TableDataModule`.
+        Everything else as :class:`~adlight.data.TableDataModule`: ``val_size`` is taken from
+        the training drivers only; ``test_size``/``anomaly_test_size`` default to all the test
+        drivers' images.
     """
 
     def __init__(
@@ -60,21 +58,7 @@ class DrivingDistractionDataModule(TableDataModule):
         exclude_behaviours: Sequence[str] = (),
         test_drivers: Sequence[str | int] | None = None,
         num_test_drivers: int = 9,
-        val_size: int | float = 0.1,
-        test_size: int | float | None = None,
-        anomaly_test_size: int | float | None = None,
-        abnormal_train_fraction: float = 0.0,
-        image_size: int = 128,
-        channels: int = 3,
-        rotation_degrees: float = 0.0,
-        hflip: bool = False,
-        vflip: bool = False,
-        noise_std: float = 0.0,
-        cache_images: bool = True,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_dir: str | None = None,
+        **kwargs,
     ) -> None:
         self.root = Path(root)
         self.from_folders = table is None
@@ -87,25 +71,14 @@ class DrivingDistractionDataModule(TableDataModule):
             anomalous_values=anomalous_behaviours,
             exclude_values=exclude_behaviours,
             image_column=image_column,
+            image_template=None,  # fixed here: the layouts name image paths, without masks
+            mask_column=None,
+            mask_dirs=None,
             image_dirs=[str(self.root)],
             group_column=driver_column,
             test_groups=test_drivers,
             num_test_groups=None if test_drivers is not None else num_test_drivers,
-            val_size=val_size,
-            test_size=test_size,
-            anomaly_test_size=anomaly_test_size,
-            abnormal_train_fraction=abnormal_train_fraction,
-            image_size=image_size,
-            channels=channels,
-            rotation_degrees=rotation_degrees,
-            hflip=hflip,
-            vflip=vflip,
-            noise_std=noise_std,
-            cache_images=cache_images,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            predict_dir=predict_dir,
+            **kwargs,
         )
 
     def _read_rows(self) -> tuple[list[str], list[TableRow], str]:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adlight.data.base import AnomalyDataModule, SplitDatasets, check_fraction
-from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
+from adlight.checks import check_fraction
+from adlight.data.base import AnomalyDataModule, SplitDatasets
+from adlight.data.datasets import Sample, check_mask_sizes
 from adlight.data.images import IMAGE_EXTENSIONS, list_images
-from adlight.data.splits import move_abnormal_to_train, stratified_split
-from adlight.data.transforms import augmentation_transform
+from adlight.data.splits import check_abnormal_train_fraction
+from adlight.data.splits.fractions import hold_out_normals, test_derived_validation
 from adlight.errors import DataError
 
 NORMAL_CLASS = "normal"
@@ -45,8 +46,6 @@ class FolderDataModule(AnomalyDataModule):
         val_fraction: share of each class of the held-out images that goes to val (0: no val).
         abnormal_train_fraction: share of each anomaly class moved into train (supervised
             families); 0 keeps train normal-only.
-        rotation_degrees, hflip, vflip, noise_std: train-only augmentations.
-        cache_images: keep the decoded, resized 8-bit images in memory after their first read.
     """
 
     def __init__(
@@ -58,34 +57,18 @@ class FolderDataModule(AnomalyDataModule):
         normal_test_fraction: float = 0.2,
         val_fraction: float = 0.25,
         abnormal_train_fraction: float = 0.0,
-        image_size: int = 128,
-        channels: int = 3,
-        rotation_degrees: float = 0.0,
-        hflip: bool = False,
-        vflip: bool = False,
-        noise_std: float = 0.0,
-        cache_images: bool = True,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_dir: str | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, channels, seed, predict_dir)
+        super().__init__(**kwargs)
         self.normal_dir = Path(normal_dir)
         self.abnormal_dir = None if abnormal_dir is None else Path(abnormal_dir)
         self.mask_dir = None if mask_dir is None else Path(mask_dir)
         if self.mask_dir is not None and self.abnormal_dir is None:
             raise DataError(f"mask_dir {self.mask_dir} is given but abnormal_dir is not")
         self.mask_suffix = mask_suffix
-        self.normal_test_fraction = check_fraction("normal_test_fraction", normal_test_fraction)
-        self.val_fraction = check_fraction("val_fraction", val_fraction)
-        self.abnormal_train_fraction = check_fraction(
-            "abnormal_train_fraction", abnormal_train_fraction
-        )
-        # images are resized (and cached) by the dataset; train only adds augmentations
-        self._train_tf = augmentation_transform(rotation_degrees, hflip, vflip, noise_std)
-        self._eval_tf = None
-        self.cache_images = bool(cache_images)
+        self.normal_test_fraction = check_fraction("normal_test_fraction", normal_test_fraction, error=DataError)
+        self.val_fraction = check_fraction("val_fraction", val_fraction, error=DataError)
+        self.abnormal_train_fraction = check_abnormal_train_fraction(abnormal_train_fraction)
 
     def _list(self, folder: Path, arg: str) -> list[Path]:
         return list_images(folder, argument=arg, required=True)
@@ -137,34 +120,16 @@ class FolderDataModule(AnomalyDataModule):
             ) + subs
         masks = self._find_masks(abnormal) if self.mask_dir is not None else {}
 
-        train_i, held_i = stratified_split(
-            [0] * len(normals),
-            [1.0 - self.normal_test_fraction, self.normal_test_fraction],
-            self.seed,
+        train, pool = hold_out_normals(
+            [Sample(str(f), 0, 0) for f in normals], self.normal_test_fraction, self.seed
         )
-        train = [Sample(str(normals[i]), 0, 0) for i in train_i]
-        pool = [Sample(str(normals[i]), 0, 0) for i in held_i]
         for f, rel in abnormal:
             name = rel.parts[0] if len(rel.parts) > 1 else ABNORMAL_CLASS
             m = masks.get(f)
             pool.append(Sample(str(f), 1, class_names.index(name), None if m is None else str(m)))
         check_mask_sizes(pool)
-        train, pool = move_abnormal_to_train(
-            train, pool, self.abnormal_train_fraction, self.seed + 1
+        train, val, test = test_derived_validation(
+            train, pool, self.val_fraction, self.abnormal_train_fraction, self.seed
         )
-        val_i, test_i = stratified_split(
-            [s.class_id for s in pool], [self.val_fraction, 1.0 - self.val_fraction], self.seed
-        )
-        has_masks = self.mask_dir is not None
-
-        def make(samples: list[Sample], tf) -> ImageFileDataset:
-            return ImageFileDataset(samples, tf, self.channels, has_masks=has_masks,
-                                    resize=self.image_size, cache=self.cache_images)
-
-        val = [pool[i] for i in val_i]
-        return SplitDatasets(
-            train=make(train, self._train_tf),
-            val=make(val, self._eval_tf) if val else None,
-            test=make([pool[i] for i in test_i], self._eval_tf),
-            class_names=class_names,
-        )
+        return self._file_splits(train, val, test, class_names,
+                                 has_masks=self.mask_dir is not None)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adlight.data.base import AnomalyDataModule, SplitDatasets, check_fraction
-from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
+from adlight.checks import check_fraction
+from adlight.data.base import AnomalyDataModule, SplitDatasets
+from adlight.data.datasets import Sample, check_mask_sizes
 from adlight.data.images import list_images
-from adlight.data.splits import move_abnormal_to_train, stratified_split
-from adlight.data.transforms import augmentation_transform
+from adlight.data.splits import check_abnormal_train_fraction
+from adlight.data.splits.fractions import test_derived_validation
 from adlight.errors import DataError
 
 MVTEC_CATEGORIES: tuple[str, ...] = (
@@ -56,10 +57,6 @@ class MVTecDataModule(AnomalyDataModule):
         category: one of :data:`MVTEC_CATEGORIES`.
         val_fraction: share of each test defect type (and of the good test images) moved into
             the validation split; 0 means no validation split.
-        rotation_degrees, hflip, vflip, noise_std: train-only augmentations
-            (see :func:`adlight.data.transforms.train_transform`).
-        cache_images: keep the decoded, resized 8-bit images in memory after their first read
-            (``N x C x image_size^2`` bytes: 40 MB for 800 RGB images at 128 px).
         abnormal_train_fraction: share of each defect type moved from test into train, for
             supervised families; 0 (default) keeps train normal-only.
         download: fetch and extract ``url`` into ``root`` when ``root/<category>`` is missing
@@ -75,37 +72,22 @@ class MVTecDataModule(AnomalyDataModule):
         image_size: int = 256,
         channels: int = 3,
         val_fraction: float = 0.25,
-        rotation_degrees: float = 0.0,
-        hflip: bool = False,
-        vflip: bool = False,
-        noise_std: float = 0.0,
-        cache_images: bool = True,
         abnormal_train_fraction: float = 0.0,
         download: bool = False,
         url: str = MVTEC_URL,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_dir: str | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, channels, seed, predict_dir)
+        super().__init__(image_size=image_size, channels=channels, **kwargs)
         if category not in MVTEC_CATEGORIES:
             raise DataError(
                 f"unknown MVTec AD category {category!r}; valid categories: {', '.join(MVTEC_CATEGORIES)}"
             )
         self.root = Path(root)
         self.category = category
-        self.val_fraction = check_fraction("val_fraction", val_fraction)
-        self.abnormal_train_fraction = check_fraction(
-            "abnormal_train_fraction", abnormal_train_fraction
-        )
+        self.val_fraction = check_fraction("val_fraction", val_fraction, error=DataError)
+        self.abnormal_train_fraction = check_abnormal_train_fraction(abnormal_train_fraction)
         self.download = bool(download)
         self.url = url
-        # checks the augmentation arguments now, not at setup
-        # images are resized (and cached) by the dataset; train only adds augmentations
-        self._train_tf = augmentation_transform(rotation_degrees, hflip, vflip, noise_std)
-        self._eval_tf = None
-        self.cache_images = bool(cache_images)
 
     @property
     def category_dir(self) -> Path:
@@ -200,22 +182,7 @@ class MVTecDataModule(AnomalyDataModule):
             raise DataError(f"{cat / 'test'} holds no images")
         check_mask_sizes(pool)
         train = [Sample(str(f), 0, 0) for f in train_files]
-        train, pool = move_abnormal_to_train(
-            train, pool, self.abnormal_train_fraction, self.seed + 1
+        train, val, test = test_derived_validation(
+            train, pool, self.val_fraction, self.abnormal_train_fraction, self.seed
         )
-        val_i, test_i = stratified_split(
-            [s.class_id for s in pool], [self.val_fraction, 1.0 - self.val_fraction], self.seed
-        )
-        val = [pool[i] for i in val_i]
-        test = [pool[i] for i in test_i]
-
-        def make(samples: list[Sample], tf) -> ImageFileDataset:
-            return ImageFileDataset(samples, tf, self.channels, has_masks=True,
-                                    resize=self.image_size, cache=self.cache_images)
-
-        return SplitDatasets(
-            train=make(train, self._train_tf),
-            val=make(val, self._eval_tf) if val else None,
-            test=make(test, self._eval_tf),
-            class_names=class_names,
-        )
+        return self._file_splits(train, val, test, class_names, has_masks=True)

@@ -1,8 +1,8 @@
 """Labelled image sources for class splits: every image with the index of its class.
 
 A source is read into one or two :class:`ClassPool` (the official train and, where the source
-has one, the official test set); :class:`adlight.data.ClassSplitDataModule` then picks images
-from them by class and :meth:`ClassPool.dataset` turns the picks into a contract dataset:
+has one, the official test set); the class-split datamodules (:mod:`adlight.data.class_split`)
+pick images from them by class and :meth:`ClassPool.dataset` turns the picks into a dataset:
 
 - ``mnist``, ``fashion_mnist``, ``cifar10``: ``torchvision.datasets`` under ``root`` (their
   official train and test sets, downloaded only when asked), held in memory as uint8;

@@ -1,14 +1,8 @@
 """Images indexed by a table (CSV/TSV): one row per image, columns chosen in the config.
 
-Sets such as HAM10000 (``HAM10000_metadata.csv``: ``image_id``, ``dx``), a driving-distraction
-set (image, behaviour, driver id) or a face set split by an attribute (Andrews et al.: male
-normal, female anomalous) are described by a table, not by folders. :class:`TableDataModule`
-reads such a table: a label column and the values of it that count as normal, optional mask
-and group columns, and splits it, seeded, into train / val / test. The presets in
-``adlight.data.ham10000`` and ``adlight.data.driving`` are thin subclasses.
-
-Every row is checked when the data is first read, so a bad table fails at setup with the row
-(``line N of FILE``) or the value named, never in the middle of an epoch.
+HAM10000, the driving set or a face set split by an attribute are tables, not folders. Every
+row is checked when the data is first read, so a bad table fails at setup naming the row.
+The split is :class:`adlight.data.splits.table.TableShares`.
 """
 
 from __future__ import annotations
@@ -17,68 +11,15 @@ import csv
 import os
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from adlight.data.base import AnomalyDataModule, SplitDatasets, check_fraction
-from adlight.data.datasets import ImageFileDataset, Sample, check_mask_sizes
-from adlight.data.transforms import augmentation_transform
+from adlight.checks import check_int
+from adlight.data.base import AnomalyDataModule, SplitDatasets
+from adlight.data.datasets import Sample, check_mask_sizes
+from adlight.data.splits import check_abnormal_train_fraction
+from adlight.data.splits.table import UNUSED, TableRecord, TableShares, check_size
+from adlight.data.table_file import TableRow, read_table
 from adlight.errors import ConfigError, DataError
-
-#: ``split`` of the rows that no split uses (anomalies beyond the test and val shares, rows of
-#: test groups beyond ``test_size``); they are listed in split.csv all the same.
-UNUSED = "unused"
-
-# int before float in every signature: jsonargparse tries a union's members in order, and
-# float first would turn a count of 100 from the YAML into the number 100.0
-Size = int | float
-
-
-@dataclass(frozen=True)
-class TableRow:
-    """One row of the table: its cells and where it came from (for error messages)."""
-
-    where: str
-    cells: dict[str, str]
-
-
-@dataclass
-class _Record:
-    """A row that survived reading: its sample, its group and the split it went to."""
-
-    sample: Sample
-    group: str | None
-    where: str
-    split: str = field(default=UNUSED)
-
-
-def check_size(name: str, value: Size | None, allow_none: bool = True) -> Size | None:
-    """A per-class share: a fraction (float in [0, 1]) or a count (int >= 0)."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(
-            f"{name} must be a fraction (float in [0, 1]) or a count (int >= 0), got {value!r}"
-        )
-    if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(f"{name} must be a count >= 0 or a fraction in [0, 1], got {value!r}")
-        return value
-    return check_fraction(name, value, allow_one=True)
-
-
-def size_to_count(size: Size, n: int) -> int:
-    """How many of ``n`` rows a share takes: a count as given; a fraction rounded, and at
-    least one when it is positive and the class has two rows or more (so a small class still
-    reaches every split it should)."""
-    if isinstance(size, int):
-        return size
-    count = int(np.floor(size * n + 0.5))
-    if size > 0 and count == 0 and n >= 2:
-        count = 1
-    return count
 
 
 def _values(name: str, values: Sequence[str | int] | None) -> list[str] | None:
@@ -139,18 +80,9 @@ class TableDataModule(AnomalyDataModule):
         abnormal_train_fraction: share of each anomalous class's leftover rows (neither val nor
             test) moved into train, for supervised families; 0 keeps train normal-only.
         delimiter: the field separator; default tab for ``.tsv``/``.tab`` files, else comma.
-        image_size, channels: what ``image`` will be.
-        rotation_degrees, hflip, vflip, noise_std: train-only augmentations.
-        cache_images: keep the decoded, resized 8-bit images in memory after their first read
-            (``N x C x image_size^2`` bytes: 490 MB for 10,000 RGB images at 128 px).
 
-    Splits (per label value, seeded by ``seed``; written to ``split.csv`` with the group and
-    the unused rows): validation first, then test from what validation left, then the normal
-    rows left are the train split. Without groups: ``val_size`` and ``test_size`` /
-    ``anomaly_test_size`` of every class. With groups: the test groups' rows are the test split
-    (``test_size`` / ``anomaly_test_size``, when given, take that share of each class), and
-    validation and train come from the other groups only. ``class_names`` is the normal values,
-    then the anomalous values (in the order given, else sorted); ``class_id`` indexes it.
+    ``class_names`` is the normal values, then the anomalous ones (as given, else sorted);
+    ``split.csv`` also lists the group and the unused rows.
     """
 
     def __init__(
@@ -173,19 +105,9 @@ class TableDataModule(AnomalyDataModule):
         anomaly_test_size: int | float | None = None,
         abnormal_train_fraction: float = 0.0,
         delimiter: str | None = None,
-        image_size: int = 128,
-        channels: int = 3,
-        rotation_degrees: float = 0.0,
-        hflip: bool = False,
-        vflip: bool = False,
-        noise_std: float = 0.0,
-        cache_images: bool = True,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_dir: str | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, channels, seed, predict_dir)
+        super().__init__(**kwargs)
         self.table = None if table is None else Path(table)
         self.label_column = label_column
         self.normal_values = _values("normal_values", normal_values)
@@ -212,11 +134,8 @@ class TableDataModule(AnomalyDataModule):
         self.mask_dirs = None if mask_dirs is None else [Path(d) for d in _as_list(mask_dirs)]
         self.group_column = group_column
         self.test_groups = _values("test_groups", test_groups)
-        if num_test_groups is not None and (
-            isinstance(num_test_groups, bool) or not isinstance(num_test_groups, int)
-            or num_test_groups < 1
-        ):
-            raise ConfigError(f"num_test_groups must be an int >= 1, got {num_test_groups!r}")
+        if num_test_groups is not None:
+            check_int("num_test_groups", num_test_groups, 1)
         self.num_test_groups = num_test_groups
         if group_column is None and (self.test_groups is not None or num_test_groups is not None):
             raise ConfigError("test_groups / num_test_groups need a group_column to split by")
@@ -228,47 +147,16 @@ class TableDataModule(AnomalyDataModule):
         self.val_size = check_size("val_size", val_size, allow_none=False)
         self.test_size = check_size("test_size", test_size)
         self.anomaly_test_size = check_size("anomaly_test_size", anomaly_test_size)
-        self.abnormal_train_fraction = check_fraction(
-            "abnormal_train_fraction", abnormal_train_fraction, allow_one=True
-        )
+        self.abnormal_train_fraction = check_abnormal_train_fraction(abnormal_train_fraction)
         self.delimiter = delimiter
-        # images are resized (and cached) by the dataset; train only adds augmentations
-        self._train_tf = augmentation_transform(rotation_degrees, hflip, vflip, noise_std)
-        self.cache_images = bool(cache_images)
-        self._records: list[_Record] = []
+        self._records: list[TableRecord] = []
 
     # ----------------------------------------------------------------- reading
     def _read_rows(self) -> tuple[list[str], list[TableRow], str]:
         """``(columns, rows, source)`` of the table; presets may build them another way."""
-        path = self.table
-        if path is None:
+        if self.table is None:
             raise DataError(f"{type(self).__name__}: no table given")
-        if not path.is_file():
-            raise DataError(f"table {path} does not exist or is not a file")
-        delimiter = self.delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f, delimiter=delimiter)
-                columns = [c.strip() for c in reader.fieldnames or []]
-                if not columns:
-                    raise DataError(f"table {path} is empty: expected a header row")
-                reader.fieldnames = columns
-                rows = []
-                for cells in reader:
-                    if None in cells:  # more cells than the header has columns
-                        raise DataError(
-                            f"line {reader.line_num} of {path} has {len(columns) + len(cells[None])}"
-                            f" cells but the header has {len(columns)} columns"
-                        )
-                    if not any((v or "").strip() for v in cells.values()):
-                        continue  # a blank line
-                    rows.append(TableRow(
-                        f"line {reader.line_num} of {path}",
-                        {k: (v or "").strip() for k, v in cells.items()},
-                    ))
-        except (UnicodeDecodeError, csv.Error, OSError) as e:
-            raise DataError(f"cannot read table {path}: {type(e).__name__}: {e}") from e
-        return columns, rows, str(path)
+        return read_table(self.table, self.delimiter)
 
     def _default_dirs(self) -> list[Path]:
         return [self.table.parent] if self.table is not None else [Path(".")]
@@ -317,7 +205,7 @@ class TableDataModule(AnomalyDataModule):
             anomalous = sorted(present - set(self.normal_values) - set(self.exclude_values))
         return [*self.normal_values, *anomalous]
 
-    def _read_records(self) -> tuple[list[_Record], list[str]]:
+    def _read_records(self) -> tuple[list[TableRecord], list[str]]:
         columns, rows, source = self._read_rows()
         self._check_columns(columns, source)
         known = set(self.normal_values) | set(self.anomalous_values or []) | set(self.exclude_values)
@@ -338,7 +226,7 @@ class TableDataModule(AnomalyDataModule):
         class_names = self._class_names(present, source)
         image_dirs = self.image_dirs or self._default_dirs()
         mask_dirs = self.mask_dirs or self._default_dirs()
-        records: list[_Record] = []
+        records: list[TableRecord] = []
         seen: dict[str, str] = {}
         for row in rows:
             value = row.cells[self.label_column]
@@ -366,108 +254,17 @@ class TableDataModule(AnomalyDataModule):
                 group = row.cells[self.group_column]
                 if not group:
                     raise DataError(f"{row.where}: the group column {self.group_column!r} is empty")
-            records.append(_Record(Sample(path, label, class_id, mask), group, row.where))
+            records.append(TableRecord(Sample(path, label, class_id, mask, group), row.where))
         if not records:
             raise DataError(f"{source} has no rows left after excluding {self.exclude_values}")
         return records, class_names
 
     # ----------------------------------------------------------------- splitting
-    def _rng(self, stream: int) -> np.random.Generator:
-        # one stream per class (and one for the groups): adding a class or changing one
-        # class's share leaves the other classes' splits as they were
-        return np.random.default_rng([self.seed % 2**63, stream])
-
-    def _choose_test_groups(self, records: list[_Record]) -> set[str]:
-        groups = sorted({r.group for r in records})
-        if self.test_groups is not None:
-            unknown = [g for g in self.test_groups if g not in groups]
-            if unknown:
-                raise DataError(
-                    f"test_groups value {unknown[0]!r} does not occur in column "
-                    f"{self.group_column!r} (groups: {', '.join(groups)})"
-                )
-            chosen = set(self.test_groups)
-        else:
-            if self.num_test_groups >= len(groups):
-                raise DataError(
-                    f"num_test_groups={self.num_test_groups} leaves no group for training: column "
-                    f"{self.group_column!r} has {len(groups)} groups ({', '.join(groups)})"
-                )
-            picks = self._rng(0).choice(len(groups), size=self.num_test_groups, replace=False)
-            chosen = {groups[i] for i in picks}
-        if chosen == set(groups):
-            raise DataError(
-                f"test_groups take every group of {self.group_column!r} "
-                f"({', '.join(groups)}); no group is left for training"
-            )
-        return chosen
-
-    @staticmethod
-    def _cut(members: list[int], size: Size | None, total: int, what: str, name: str) -> int:
-        """How many of ``members`` a share takes (``None``: all of them). A fraction is of the
-        class's ``total`` rows, capped at what is left; a count that asks for more than is left
-        is a DataError naming the class."""
-        if size is None:
-            return len(members)
-        count = size_to_count(size, total)
-        if isinstance(size, float):
-            return min(count, len(members))
-        if count > len(members):
-            raise DataError(
-                f"class {name!r} has {len(members)} rows left for {what}, but {what}={size} "
-                f"asks for {count}"
-            )
-        return count
-
-    def _assign(self, records: list[_Record], class_names: list[str]) -> None:
-        grouped = self.group_column is not None
-        test_groups = self._choose_test_groups(records) if grouped else set()
-        for class_id, name in enumerate(class_names):
-            normal = class_id < len(self.normal_values)
-            members = [i for i, r in enumerate(records) if r.sample.class_id == class_id]
-            order = [members[j] for j in self._rng(1 + class_id).permutation(len(members))]
-            held = [i for i in order if records[i].group in test_groups]
-            dev = [i for i in order if records[i].group not in test_groups]
-            n_val = self._cut(dev, self.val_size, len(dev), "val_size", name)
-            for i in dev[:n_val]:
-                records[i].split = "val"
-            dev = dev[n_val:]
-            size = self.test_size if normal else self.anomaly_test_size
-            what = "test_size" if normal else "anomaly_test_size"
-            if grouped:  # the test groups' rows: all of them unless a share is given
-                pool, total = held, len(held)
-            else:  # what validation left; a share is of the class's rows
-                pool, total = dev, len(members)
-                if size is None and normal:
-                    size = 0.2
-            n_test = self._cut(pool, size, total, what, name)
-            for i in pool[:n_test]:
-                records[i].split = "test"
-            left = dev if grouped else dev[n_test:]
-            if normal:
-                for i in left:
-                    records[i].split = "train"
-            elif self.abnormal_train_fraction > 0 and left:
-                moved = size_to_count(self.abnormal_train_fraction, len(left))
-                for i in left[:moved]:
-                    records[i].split = "train"
-        self._check_splits(records, sorted(test_groups))
-
-    def _check_splits(self, records: list[_Record], test_groups: list[str]) -> None:
-        where = f" (test groups: {', '.join(test_groups)})" if test_groups else ""
-        train = [r for r in records if r.split == "train"]
-        if not any(r.sample.label == 0 for r in train):
-            raise DataError(
-                f"the train split has no normal rows{where}: every normal row went to val or "
-                "test; lower val_size / test_size or choose fewer test groups"
-            )
-        test = [r for r in records if r.split == "test"]
-        for label, kind in ((0, "normal"), (1, "anomalous")):
-            if not any(r.sample.label == label for r in test):
-                raise DataError(
-                    f"the test split has no {kind} rows{where}; choose test groups with "
-                    f"{kind} images, or a larger test share"
-                )
+    def _assign(self, records: list[TableRecord], class_names: list[str]) -> None:
+        shares = TableShares(self.val_size, self.test_size, self.anomaly_test_size,
+                             self.abnormal_train_fraction, self.seed, self.group_column,
+                             self.test_groups, self.num_test_groups)
+        shares.assign(records, class_names, len(self.normal_values))
         if self.mask_column is not None:
             for r in records:
                 if r.split != UNUSED and r.sample.label == 1 and r.sample.mask_path is None:
@@ -482,20 +279,10 @@ class TableDataModule(AnomalyDataModule):
         self._records = records
         used = [r.sample for r in records if r.split != UNUSED]
         check_mask_sizes(used)
-        has_masks = self.mask_column is not None
-
-        def make(split: str, tf) -> ImageFileDataset:
-            samples = [r.sample for r in records if r.split == split]
-            return ImageFileDataset(samples, tf, self.channels, has_masks=has_masks,
-                                    resize=self.image_size, cache=self.cache_images)
-
-        val = make("val", None)
-        return SplitDatasets(
-            train=make("train", self._train_tf),
-            val=val if len(val) else None,
-            test=make("test", None),
-            class_names=class_names,
-        )
+        train, val, test = ([r.sample for r in records if r.split == split]
+                            for split in ("train", "val", "test"))
+        return self._file_splits(train, val, test, class_names,
+                                 has_masks=self.mask_column is not None)
 
     def write_split_csv(self, path: str | os.PathLike) -> Path:
         """``path, split, label, class[, group]`` of every row, the unused ones included."""
@@ -509,7 +296,7 @@ class TableDataModule(AnomalyDataModule):
             for r in self._records:
                 s = r.sample
                 w.writerow([s.path, r.split, s.label, names[s.class_id],
-                            *([r.group] if grouped else [])])
+                            *([s.group] if grouped else [])])
         return path
 
 

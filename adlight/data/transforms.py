@@ -17,6 +17,7 @@ from typing import Any
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from adlight.checks import check_int
 from adlight.errors import DataError
 
 
@@ -37,15 +38,9 @@ class ClampImage(v2.Transform):
         )
 
 
-def _check_size(image_size: int) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise DataError(f"image_size must be a positive int, got {image_size!r}")
-    return image_size
-
-
 def eval_transform(image_size: int) -> v2.Compose:
     """Resize to ``image_size x image_size`` (bilinear with antialias; masks nearest)."""
-    image_size = _check_size(image_size)
+    image_size = check_int("image_size", image_size, 1, DataError)
     # bilinear, not bicubic: bicubic overshoots [0, 1] by far more than float rounding
     return v2.Compose(
         [
@@ -59,39 +54,17 @@ def eval_transform(image_size: int) -> v2.Compose:
     )
 
 
-def train_transform(
-    image_size: int,
-    rotation_degrees: float = 0.0,
-    hflip: bool = False,
-    vflip: bool = False,
-    noise_std: float = 0.0,
-) -> v2.Compose:
-    """Resize, then the augmentations that are switched on, in this order.
-
-    - ``rotation_degrees > 0``: rotation by an angle uniform in ``[-d, d]``; the uncovered
-      corners are filled with 0 in the image and in the mask.
-    - ``hflip`` / ``vflip``: flip with probability 0.5.
-    - ``noise_std > 0``: additive Gaussian noise with that standard deviation on the image
-      only, clipped to ``[0, 1]``.
-    """
-    image_size = _check_size(image_size)
-    augment = augmentation_transform(rotation_degrees, hflip, vflip, noise_std)
-    steps: list = list(eval_transform(image_size).transforms[:-1])  # without ClampImage
-    if augment is not None:
-        steps += list(augment.transforms[:-1])
-    steps.append(ClampImage())
-    return v2.Compose(steps)
-
-
 def augmentation_transform(
     rotation_degrees: float = 0.0,
     hflip: bool = False,
     vflip: bool = False,
     noise_std: float = 0.0,
 ) -> v2.Compose | None:
-    """The augmentations of :func:`train_transform` without the resize (``None`` if all off).
+    """The train-only augmentations that are switched on, in this order (``None`` if all off).
 
-    For datasets that resize (and cache) images themselves before augmenting.
+    Datasets resize (and cache) images first, then call this. ``rotation_degrees > 0``: an angle
+    uniform in ``[-d, d]``, uncovered corners 0; ``hflip``/``vflip``: probability 0.5;
+    ``noise_std > 0``: Gaussian noise on the image only, clipped to [0, 1].
     """
     if (
         not isinstance(rotation_degrees, (int, float))

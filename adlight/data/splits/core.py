@@ -1,4 +1,4 @@
-"""Seeded, stratified splits of index lists.
+"""The seeding rule and the building blocks every split policy uses.
 
 Hand-written instead of ``sklearn.model_selection.train_test_split(stratify=...)`` because that
 refuses strata with a single member and cannot keep "at least one per split" for the handful of
@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from adlight.checks import check_fraction
 from adlight.errors import DataError
 
-if TYPE_CHECKING:
-    from adlight.data.datasets import Sample
+_MASK64 = (1 << 64) - 1
+#: the stream of :func:`pick_abnormal`: the split's seed plus one (as recorded splits have it)
+ABNORMAL_SEED_OFFSET = 1
+
+
+def seeded_rng(seed: int, *stream: int) -> np.random.Generator:
+    """The generator of one random stream of a split: ``seed`` plus the stream's numbers.
+
+    ``default_rng([seed])`` equals ``default_rng(seed)``; the mask keeps negative seeds valid
+    and distinct (SeedSequence wants non-negative words).
+    """
+    return np.random.default_rng([seed & _MASK64, *stream])
 
 
 def _counts(n: int, fractions: Sequence[float]) -> list[int]:
@@ -53,7 +63,7 @@ def stratified_split(
     fractions = [float(f) for f in fractions]
     if any(f < 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
         raise DataError(f"split fractions must be >= 0 and sum to at most 1, got {fractions}")
-    rng = np.random.default_rng(seed)
+    rng = seeded_rng(seed)
     parts: list[list[int]] = [[] for _ in fractions]
     by_key: dict[Hashable, list[int]] = {}
     for i, key in enumerate(strata):
@@ -68,18 +78,33 @@ def stratified_split(
     return [sorted(p) for p in parts]
 
 
-def move_abnormal_to_train(
-    train: list[Sample], pool: list[Sample], fraction: float, seed: int
-) -> tuple[list[Sample], list[Sample]]:
-    """Move a seeded ``fraction`` of each anomaly class of ``pool`` into ``train``.
+def check_abnormal_train_fraction(value: float) -> float:
+    """The one accepted range of ``abnormal_train_fraction``: [0, 1]."""
+    return check_fraction("abnormal_train_fraction", value, one=True, error=DataError)
 
-    Used by supervised families only; with ``fraction == 0`` nothing moves.
+
+def pick_abnormal(class_ids: Sequence[int], fraction: float, seed: int) -> list[int]:
+    """Positions of the anomalies (given by class) that go into train: ``fraction`` of each
+    class, seeded; none when ``fraction`` is 0. For supervised families only."""
+    if fraction <= 0 or not class_ids:
+        return []
+    (chosen,) = stratified_split(class_ids, [fraction], seed + ABNORMAL_SEED_OFFSET)
+    return chosen
+
+
+def even_quota(asked: int, available: Sequence[int]) -> list[int]:
+    """Split ``asked`` over classes as evenly as their ``available`` counts allow.
+
+    Each class gets ``asked // k`` (the first ``asked % k`` one more); what a small class cannot
+    give is spread over the others in the same way. The sum is ``min(asked, sum(available))``.
     """
-    if fraction <= 0:
-        return train, pool
-    abnormal = [i for i, s in enumerate(pool) if s.label == 1]
-    (chosen,) = stratified_split([pool[i].class_id for i in abnormal], [fraction], seed)
-    moved = {abnormal[j] for j in chosen}
-    return train + [pool[i] for i in sorted(moved)], [
-        s for i, s in enumerate(pool) if i not in moved
-    ]
+    quota = [0] * len(available)
+    open_ = [i for i, a in enumerate(available) if a > 0]
+    left = asked
+    while left > 0 and open_:
+        share, extra = divmod(left, len(open_))
+        for j, i in enumerate(open_):
+            quota[i] += min(share + (j < extra), available[i] - quota[i])
+        left = asked - sum(quota)
+        open_ = [i for i in open_ if quota[i] < available[i]]
+    return quota

@@ -1,0 +1,44 @@
+"""The loader and augmentation options every datamodule takes, as one group (``loader``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torchvision.transforms import v2
+
+from adlight.checks import check_int
+from adlight.data.transforms import augmentation_transform
+from adlight.errors import DataError
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How batches are loaded and augmented (``--data.loader.*`` on the command line).
+
+    Args:
+        batch_size: images per batch in every stage.
+        num_workers: DataLoader worker processes (they persist across epochs when > 0).
+        cache_images: keep decoded, resized image files in memory after their first read.
+        rotation_degrees: train only: rotate by an angle uniform in [-d, d] (0: off).
+        hflip: train only: flip horizontally with probability 0.5.
+        vflip: train only: flip vertically with probability 0.5.
+        noise_std: train only: add Gaussian noise of this std to the image (0: off).
+    """
+
+    batch_size: int = 32
+    num_workers: int = 0
+    cache_images: bool = True
+    rotation_degrees: float = 0.0
+    hflip: bool = False
+    vflip: bool = False
+    noise_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_int("loader.batch_size", self.batch_size, 1, DataError)
+        check_int("loader.num_workers", self.num_workers, 0, DataError)
+        self.augmentation()  # checks the augmentation options now, not at setup
+
+    def augmentation(self) -> v2.Compose | None:
+        """The train-only augmentations switched on (``None`` when all are off)."""
+        return augmentation_transform(self.rotation_degrees, self.hflip, self.vflip,
+                                      self.noise_std)
