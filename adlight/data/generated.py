@@ -143,8 +143,8 @@ class WithGeneratedNormals(AnomalyDataModule):
         if (isinstance(generation_batch_size, bool) or not isinstance(generation_batch_size, int)
                 or generation_batch_size < 1):
             raise ConfigError(f"generation_batch_size must be an int >= 1, got {generation_batch_size!r}")
-        super().__init__(datamodule.batch_size, datamodule.num_workers, datamodule.image_size,
-                         datamodule.channels, seed, datamodule.predict_dir)
+        super().__init__(datamodule.image_size, datamodule.channels, seed, datamodule.predict_dir,
+                         datamodule.loader)
         self.datamodule = datamodule
         self.num_images = num_images
         self.generation_batch_size = generation_batch_size
