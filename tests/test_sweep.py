@@ -8,6 +8,7 @@ import yaml
 from synthetic import make_mvtec_tree
 
 from adlight.cli import main as adlight_main
+from adlight.cli import run as adlight_run
 from adlight.errors import ConfigError
 from adlight.sweep import Sweep, parse_args, run_sweep
 
@@ -101,7 +102,7 @@ def test_a_bad_sweep_file_is_one_line_and_exit_2(tmp_path, capsys):
 def test_local_sweep_runs_the_jobs_one_after_another_with_submitit(mvtec_root, tmp_path):
     sweep = Sweep(configs=[L2], grid={"seed_everything": [0, 1]}, set=tiny_set(mvtec_root),
                   output=str(tmp_path / "sweep"), cluster="local")
-    rows = run_sweep(sweep)
+    rows = run_sweep(sweep, adlight_run)
     assert [r["status"] for r in rows] == ["done", "done"]
     summary = read_rows(tmp_path / "sweep" / "sweep.csv")
     assert [r["run"] for r in summary] == ["mvtec_ae_l2/seed_everything=0", "mvtec_ae_l2/seed_everything=1"]
@@ -116,10 +117,10 @@ def test_local_sweep_runs_the_jobs_one_after_another_with_submitit(mvtec_root, t
 def test_a_failed_run_is_a_row_and_the_sweep_goes_on(mvtec_root, tmp_path):
     sweep = Sweep(configs=[L2], grid={"data.category": ["screw", "bottle"]}, set=tiny_set(mvtec_root),
                   output=str(tmp_path / "sweep"), cluster="inprocess")
-    rows = run_sweep(sweep)
+    rows = run_sweep(sweep, adlight_run)
     assert [r["status"] for r in rows] == ["failed", "done"]
     # adlight's own message: the tree has no screw category
     assert "screw does not exist" in rows[0]["error"]
     assert float(rows[1]["image_AUROC"]) >= 0.0
-    run_sweep(sweep)  # a second sweep into the same output keeps the first summary
+    run_sweep(sweep, adlight_run)  # a second sweep into the same output keeps the first summary
     assert (tmp_path / "sweep" / "sweep.csv").exists() and (tmp_path / "sweep" / "sweep-1.csv").exists()
