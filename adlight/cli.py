@@ -53,7 +53,7 @@ def _explicit_values(args: list[str], target: str) -> list[object]:
                 node = node.get(key) if isinstance(node, dict) else None
             if node is not None:
                 values.append(node)
-        elif name in (f"--{target}", f"--{short}"):
+        elif name.replace(".init_args", "") == f"--{short}":  # any spelling of the key
             values.append(value if value else args[index + 1])
     return values
 

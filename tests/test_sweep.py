@@ -1,6 +1,9 @@
 """``adlight sweep``: the grid, SLURM device arguments, and the local and in-process paths."""
 
+import ast
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,21 @@ def test_a_failed_run_is_a_row_and_the_sweep_goes_on(mvtec_root, tmp_path):
     assert float(rows[1]["image_AUROC"]) >= 0.0
     run_sweep(sweep, adlight_run)  # a second sweep into the same output keeps the first summary
     assert (tmp_path / "sweep" / "sweep.csv").exists() and (tmp_path / "sweep" / "sweep-1.csv").exists()
+
+
+def test_the_sweep_does_not_import_the_cli():
+    # one direction only: adlight.cli dispatches `adlight sweep` and hands the sweep its runner
+    source = (Path(__file__).resolve().parents[1] / "adlight" / "sweep.py").read_text()
+    imported = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import)
+                 for alias in node.names}
+    assert "adlight.cli" not in imported
+    check = "import sys, adlight.sweep; assert 'adlight.cli' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+
+def test_run_sweep_without_a_runner_only_plans(tmp_path):
+    sweep = Sweep(configs=[L2], output=str(tmp_path / "out"), cluster="inprocess")
+    assert run_sweep(sweep, dry_run=True)[0]["status"] == "planned"
+    with pytest.raises(ConfigError, match="runner"):
+        run_sweep(sweep)
