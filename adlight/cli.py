@@ -40,7 +40,8 @@ LINKED_SIZES = {"data.init_args.image_size": "model.init_args.network.init_args.
 
 
 def _explicit_values(args: list[str], target: str) -> list[object]:
-    """Values ``args`` give ``target`` in their config files and on the command line, in order."""
+    """Values ``args`` give ``target`` in their config files and on the command line, in order
+    (the last one is the one that counts)."""
     short = target.replace(".init_args", "")
     values: list[object] = []
     for index, arg in enumerate(args):
@@ -107,12 +108,12 @@ class AdlightCLI(LightningCLI):
         for source, target in LINKED_SIZES.items():
             given = _explicit_values(args, source)
             if given:
-                _check_linked(source, given[-1], target, _explicit_values(args, target))
+                _check_linked(source, given[-1], target, _explicit_values(args, target)[-1:])
         super().parse_arguments(parser, expand_config_args(args))
         subcommand = self.config.get("subcommand")
         section = self.config[subcommand] if subcommand else self.config
         for source, target in LINKED_SIZES.items():
-            _check_linked(source, section.get(source), target, _explicit_values(args, target))
+            _check_linked(source, section.get(source), target, _explicit_values(args, target)[-1:])
 
     def _section(self, config) -> dict:
         return config[self.subcommand] if self.subcommand else config
