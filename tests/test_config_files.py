@@ -112,3 +112,13 @@ def test_a_network_size_that_differs_from_the_data_is_one_line_naming_both(tmp_p
     assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
     assert "model.init_args.network.init_args.image_size 128" in err
     assert "data.init_args.image_size 64" in err
+
+
+def test_the_last_network_size_given_is_the_one_checked(tmp_path, monkeypatch):
+    # the file's 128 is overridden on the command line: only the effective value must agree
+    monkeypatch.setattr(sys, "argv", ["adlight"])
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"base: {AE}\nmodel: {{init_args: {{network: {{init_args: {{image_size: 128}}}}}}}}\n")
+    cli = AdlightCLI(args=["--config", str(exp), "--data.image_size", "64",
+                           "--model.network.image_size", "64", "--trainer.logger", "false"], run=False)
+    assert cli.model.network.image_size == 64
