@@ -36,7 +36,8 @@ from adlight.tracking import ConfigToLoggers, WandbOptions, finish_wandb_runs, m
 # the datamodule's stored image size is the size the network is built for: one value
 # drives both. Backbones are not linked: they resize any image to their own input_size
 # (the pretrained weights' resolution), so the two sizes may differ on purpose.
-LINKED_SIZES = {"data.init_args.image_size": "model.init_args.network.init_args.image_size"}
+# (source, target) pairs: one source may drive several targets (a GAN's two networks)
+LINKED_SIZES = (("data.init_args.image_size", "model.init_args.network.init_args.image_size"),)
 
 
 def _explicit_values(args: list[str], target: str) -> list[object]:
@@ -94,7 +95,7 @@ class AdlightCLI(LightningCLI):
         # a group of its own rather than an entry in --trainer.logger: W&B is added beside
         # the run's TensorBoard/CSV logger, so the run directory does not move (see tracking.py)
         parser.add_class_arguments(WandbOptions, "wandb")
-        for source, target in LINKED_SIZES.items():
+        for source, target in LINKED_SIZES:
             # on parse: a model without the target (no network, a backbone) ignores the link
             parser.link_arguments(source, target, apply_on="parse")
 
@@ -105,14 +106,14 @@ class AdlightCLI(LightningCLI):
         args = list(sys.argv[1:] if args is None else args)
         # the link overwrites a size the config also gives: a different one is an error,
         # checked before parsing too, as --print_config exits inside the parser
-        for source, target in LINKED_SIZES.items():
+        for source, target in LINKED_SIZES:
             given = _explicit_values(args, source)
             if given:
                 _check_linked(source, given[-1], target, _explicit_values(args, target)[-1:])
         super().parse_arguments(parser, expand_config_args(args))
         subcommand = self.config.get("subcommand")
         section = self.config[subcommand] if subcommand else self.config
-        for source, target in LINKED_SIZES.items():
+        for source, target in LINKED_SIZES:
             _check_linked(source, section.get(source), target, _explicit_values(args, target)[-1:])
 
     def _section(self, config) -> dict:

@@ -15,7 +15,7 @@ from adlight.config_files import load_config, merge
 GAN_CONFIGS = {"wilmet/mvtec_dcgan.yaml", "wilmet/mvtec_ae_l2_generated.yaml",
                "fadaeinejad/mvtec_anogan.yaml"}
 # intentional: the network's image_size is linked to data.image_size, so it is no longer printed
-LINKED = set(LINKED_SIZES.values())
+LINKED = {target for _, target in LINKED_SIZES}
 
 
 def leaves(node, prefix=""):
