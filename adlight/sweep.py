@@ -28,6 +28,10 @@ LocalExecutor, one after another (two at once would share the cores), with the s
 
 When the runs are done (``local``/``inprocess``, or ``--wait`` on SLURM), ``<output>/sweep.csv``
 holds one row per run: its status, run directory and test metrics.
+
+The runs are made by a ``runner`` the CLI hands in (:func:`adlight.cli.run`); this module does
+not import the CLI. Over 300 lines because the spec, its three executors and the summary are
+one feature read together; splitting them would scatter one sweep over files.
 """
 
 from __future__ import annotations
