@@ -14,20 +14,58 @@ for long and distributed runs:
   ``--wandb.enabled true`` (see :mod:`adlight.tracking`);
 - ``adlight sweep ...`` runs a grid of configs on SLURM or locally (:mod:`adlight.sweep`);
 - ``adlight compare RUN_DIR RUN_DIR ...`` writes one page of test runs side by side.
+
+A config file may extend another (``base: _base.yaml``, :mod:`adlight.config_files`), and the
+datamodule's ``image_size`` drives the network's (see :data:`LINKED_SIZES`).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
 from adlight.callbacks import PredictionWriter, TestReport
 from adlight.callbacks.resume import LastCheckpoint, RandomStateCheckpoint, find_last_checkpoint
+from adlight.config_files import expand_config_args, load_config
 from adlight.data import AnomalyDataModule
-from adlight.errors import AdlightError
+from adlight.errors import AdlightError, ConfigError
 from adlight.models import AnomalyModule
 from adlight.tracking import ConfigToLoggers, WandbOptions, finish_wandb_runs, make_wandb_logger
+
+# the datamodule's stored image size is the size the network is built for: one value
+# drives both. Backbones are not linked: they resize any image to their own input_size
+# (the pretrained weights' resolution), so the two sizes may differ on purpose.
+# (source, target) pairs: one source may drive several targets (a GAN's two networks)
+LINKED_SIZES = (("data.init_args.image_size", "model.init_args.network.init_args.image_size"),)
+
+
+def _explicit_values(args: list[str], target: str) -> list[object]:
+    """Values ``args`` give ``target`` in their config files and on the command line, in order
+    (the last one is the one that counts)."""
+    short = target.replace(".init_args", "")
+    values: list[object] = []
+    for index, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name == "--config" and index + 1 < len(args) and not value:
+            value = args[index + 1]
+        if name == "--config" and value.endswith((".yaml", ".yml")):
+            node: object = load_config(value) if Path(value).is_file() else None
+            for key in target.split("."):
+                node = node.get(key) if isinstance(node, dict) else None
+            if node is not None:
+                values.append(node)
+        elif name.replace(".init_args", "") == f"--{short}":  # any spelling of the key
+            values.append(value if value else args[index + 1])
+    return values
+
+
+def _check_linked(source: str, value: object, target: str, given: list[object]) -> None:
+    for other in given:
+        if value is not None and str(other) != str(value):
+            raise ConfigError(f"{target} {other} and {source} {value} differ: set only {source}, "
+                              "the network is built for the size the data is stored at")
 
 
 class AdlightCLI(LightningCLI):
@@ -58,6 +96,26 @@ class AdlightCLI(LightningCLI):
         # a group of its own rather than an entry in --trainer.logger: W&B is added beside
         # the run's TensorBoard/CSV logger, so the run directory does not move (see tracking.py)
         parser.add_class_arguments(WandbOptions, "wandb")
+        for source, target in LINKED_SIZES:
+            # on parse: a model without the target (no network, a backbone) ignores the link
+            parser.link_arguments(source, target, apply_on="parse")
+
+    def parse_arguments(self, parser, args) -> None:
+        if isinstance(args, dict):  # LightningCLI(args={...}): already a config, no files
+            super().parse_arguments(parser, args)
+            return
+        args = list(sys.argv[1:] if args is None else args)
+        # the link overwrites a size the config also gives: a different one is an error,
+        # checked before parsing too, as --print_config exits inside the parser
+        for source, target in LINKED_SIZES:
+            given = _explicit_values(args, source)
+            if given:
+                _check_linked(source, given[-1], target, _explicit_values(args, target)[-1:])
+        super().parse_arguments(parser, expand_config_args(args))
+        subcommand = self.config.get("subcommand")
+        section = self.config[subcommand] if subcommand else self.config
+        for source, target in LINKED_SIZES:
+            _check_linked(source, section.get(source), target, _explicit_values(args, target)[-1:])
 
     def _section(self, config) -> dict:
         return config[self.subcommand] if self.subcommand else config
@@ -156,9 +214,10 @@ def run(args: list[str] | None = None) -> None:
 def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["sweep"]:
+        # the sweep is handed the runner: it knows nothing of the CLI (one import direction)
         from adlight.sweep import main as sweep_main
 
-        sweep_main(argv[1:])
+        sweep_main(argv[1:], runner=run)
         return
     if argv[:1] == ["compare"]:  # a page of test runs side by side (adlight/report_page/compare.py)
         from adlight.report_page.compare import main as compare_main

@@ -28,6 +28,10 @@ LocalExecutor, one after another (two at once would share the cores), with the s
 
 When the runs are done (``local``/``inprocess``, or ``--wait`` on SLURM), ``<output>/sweep.csv``
 holds one row per run: its status, run directory and test metrics.
+
+The runs are made by a ``runner`` the CLI hands in (:func:`adlight.cli.run`); this module does
+not import the CLI. Over 300 lines because the spec, its three executors and the summary are
+one feature read together; splitting them would scatter one sweep over files.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import itertools
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,9 @@ from typing import Any
 import yaml
 
 from adlight.errors import ConfigError
+
+# one ``adlight`` command (its argument list) run in this process: adlight.cli.run
+Runner = Callable[[list[str]], None]
 
 CLUSTERS = ("auto", "slurm", "local", "inprocess")
 SUMMARY_METRICS = ("image_AUROC", "pixel_AUROC", "image_F1", "pixel_F1", "n_images")
@@ -160,18 +168,22 @@ except ImportError:  # pragma: no cover - inprocess sweeps need no submitit
 
 
 class SweepJob(_JobBase):
-    """Runs one ``adlight`` invocation and returns its run directory and test report.
+    """Runs one ``adlight`` invocation through ``runner`` and returns its run directory and report.
+
+    ``runner`` is :func:`adlight.cli.run` (handed in by the CLI, so this module does not import
+    it); pickled by reference, so a SLURM job imports the CLI where it runs.
 
     On SLURM, submitit calls :meth:`checkpoint` when the job reaches its time limit or is
     preempted; the job is requeued with ``--ckpt_path last`` so the fit resumes from its
     last epoch (``last.ckpt`` is written every epoch).
     """
 
-    def __call__(self, args: list[str], root: str) -> dict[str, Any]:
-        from adlight.cli import run
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
 
+    def __call__(self, args: list[str], root: str) -> dict[str, Any]:
         try:
-            run(list(args))  # bad input raises AdlightError, whose message names the problem
+            self.runner(list(args))  # bad input raises AdlightError, whose message names the problem
         except SystemExit as exit_:  # the argument parser's errors (printed to stderr) exit 2
             if exit_.code not in (0, None):
                 raise RuntimeError(f"adlight {' '.join(args)} exited with status {exit_.code}") from None
@@ -208,8 +220,9 @@ def _executor(sweep: Sweep, cluster: str):
     return executor
 
 
-def run_sweep(sweep: Sweep, dry_run: bool = False, wait: bool = False) -> list[dict[str, Any]]:
-    """Run (or print, ``dry_run``) every run of ``sweep``; returns one summary row per run."""
+def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
+              wait: bool = False) -> list[dict[str, Any]]:
+    """Run (or print, ``dry_run``) every run of ``sweep`` with ``runner``; one summary row per run."""
     cluster = sweep.cluster
     if cluster == "auto":
         cluster = "slurm" if _slurm_available() else "local"
@@ -218,15 +231,17 @@ def run_sweep(sweep: Sweep, dry_run: bool = False, wait: bool = False) -> list[d
         for run in runs:
             print(f"{run.name}: adlight {' '.join(run.args)}")
         return [{"run": r.name, "status": "planned", "args": " ".join(r.args)} for r in runs]
+    if runner is None:
+        raise ConfigError("run_sweep needs a runner (adlight.cli.run) unless dry_run")
 
     rows: list[dict[str, Any]] = []
     if cluster == "inprocess":
         for run in runs:
-            rows.append(_row(run, lambda run=run: SweepJob()(run.args, str(run.root))))
+            rows.append(_row(run, lambda run=run: SweepJob(runner)(run.args, str(run.root))))
     elif cluster == "slurm":
         executor = _executor(sweep, cluster)
         with executor.batch():  # one job array
-            jobs = [executor.submit(SweepJob(), run.args, str(run.root)) for run in runs]
+            jobs = [executor.submit(SweepJob(runner), run.args, str(run.root)) for run in runs]
         for run, job in zip(runs, jobs, strict=True):
             print(f"submitted {run.name} as SLURM job {job.job_id}")
         if not wait:
@@ -235,7 +250,7 @@ def run_sweep(sweep: Sweep, dry_run: bool = False, wait: bool = False) -> list[d
     else:
         executor = _executor(sweep, cluster)
         for run in runs:  # one after another: submit the next when the last is done
-            job = executor.submit(SweepJob(), run.args, str(run.root))
+            job = executor.submit(SweepJob(runner), run.args, str(run.root))
             rows.append(_row(run, job.result, job))
     write_summary(Path(sweep.output) / "sweep.csv", rows)
     return rows
@@ -335,14 +350,12 @@ def parse_args(argv: list[str]) -> tuple[Sweep, argparse.Namespace]:
     return Sweep(**spec), ns
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def main(argv: list[str], runner: Runner) -> list[dict[str, Any]]:
+    """``adlight sweep ARGV``; ``runner`` runs one adlight command (``adlight.cli`` hands it in)."""
     try:
-        sweep, ns = parse_args(list(sys.argv[1:] if argv is None else argv))
-        return run_sweep(sweep, dry_run=ns.dry_run, wait=ns.wait)
+        sweep, ns = parse_args(list(argv))
+        return run_sweep(sweep, runner, dry_run=ns.dry_run, wait=ns.wait)
     except ConfigError as error:
         print(f"adlight sweep: error: {error}", file=sys.stderr)
         sys.exit(2)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

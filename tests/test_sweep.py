@@ -1,6 +1,9 @@
 """``adlight sweep``: the grid, SLURM device arguments, and the local and in-process paths."""
 
+import ast
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,7 @@ import yaml
 from synthetic import make_mvtec_tree
 
 from adlight.cli import main as adlight_main
+from adlight.cli import run as adlight_run
 from adlight.errors import ConfigError
 from adlight.sweep import Sweep, parse_args, run_sweep
 
@@ -101,7 +105,7 @@ def test_a_bad_sweep_file_is_one_line_and_exit_2(tmp_path, capsys):
 def test_local_sweep_runs_the_jobs_one_after_another_with_submitit(mvtec_root, tmp_path):
     sweep = Sweep(configs=[L2], grid={"seed_everything": [0, 1]}, set=tiny_set(mvtec_root),
                   output=str(tmp_path / "sweep"), cluster="local")
-    rows = run_sweep(sweep)
+    rows = run_sweep(sweep, adlight_run)
     assert [r["status"] for r in rows] == ["done", "done"]
     summary = read_rows(tmp_path / "sweep" / "sweep.csv")
     assert [r["run"] for r in summary] == ["mvtec_ae_l2/seed_everything=0", "mvtec_ae_l2/seed_everything=1"]
@@ -116,10 +120,28 @@ def test_local_sweep_runs_the_jobs_one_after_another_with_submitit(mvtec_root, t
 def test_a_failed_run_is_a_row_and_the_sweep_goes_on(mvtec_root, tmp_path):
     sweep = Sweep(configs=[L2], grid={"data.category": ["screw", "bottle"]}, set=tiny_set(mvtec_root),
                   output=str(tmp_path / "sweep"), cluster="inprocess")
-    rows = run_sweep(sweep)
+    rows = run_sweep(sweep, adlight_run)
     assert [r["status"] for r in rows] == ["failed", "done"]
     # adlight's own message: the tree has no screw category
     assert "screw does not exist" in rows[0]["error"]
     assert float(rows[1]["image_AUROC"]) >= 0.0
-    run_sweep(sweep)  # a second sweep into the same output keeps the first summary
+    run_sweep(sweep, adlight_run)  # a second sweep into the same output keeps the first summary
     assert (tmp_path / "sweep" / "sweep.csv").exists() and (tmp_path / "sweep" / "sweep-1.csv").exists()
+
+
+def test_the_sweep_does_not_import_the_cli():
+    # one direction only: adlight.cli dispatches `adlight sweep` and hands the sweep its runner
+    source = (Path(__file__).resolve().parents[1] / "adlight" / "sweep.py").read_text()
+    imported = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import)
+                 for alias in node.names}
+    assert "adlight.cli" not in imported
+    check = "import sys, adlight.sweep; assert 'adlight.cli' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+
+def test_run_sweep_without_a_runner_only_plans(tmp_path):
+    sweep = Sweep(configs=[L2], output=str(tmp_path / "out"), cluster="inprocess")
+    assert run_sweep(sweep, dry_run=True)[0]["status"] == "planned"
+    with pytest.raises(ConfigError, match="runner"):
+        run_sweep(sweep)
