@@ -8,7 +8,7 @@ and every tapped layer of the offline ImageNet EfficientNet-Lite0 pooled to each
 it fits the linear nu-OCSVMs of ``adlight.models.ocsvm`` on the training normals of each
 trial and reports the AUROC averaged over the 21 nu in [0.01, 0.99], mean +- std over trials,
 exactly as ``OneClassSVMModel`` reports ``image_AUROC_nu_mean``. Splits come from
-``ClassSplitDataModule`` (protocol ``one_class``: 2,048 training normals asked for, 512 + 512
+``OneClassDataModule`` (2,048 training normals asked for, 512 + 512
 test images fixed across trials). To keep the run short the backbone sees every image once:
 one forward pass per batch taps all layers, and each representation pools those taps with
 ``TransferFeatures.pool_taps`` (the same code the model runs).
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adlight.data import ClassSplitDataModule
+from adlight.data import OneClassDataModule
 from adlight.data.images import list_images, load_image
 from adlight.metrics import auroc
 from adlight.models.ocsvm import PAPER_NUS, fit_linear_ocsvms
@@ -111,8 +111,8 @@ def main() -> None:
         for trial in range(args.trials):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the shortfall is reported in the table
-                dm = ClassSplitDataModule(
-                    source="folder", root=str(args.root), protocol="one_class",
+                dm = OneClassDataModule(
+                    source="folder", root=str(args.root),
                     normal_classes=normal, anomaly_classes=anomalous,
                     n_train_normals=args.n_train, n_test_normals=512, n_test_anomalies=512,
                     n_val_normals=0, n_val_anomalies=0, trial=trial, image_size=28, channels=1)

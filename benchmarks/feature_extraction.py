@@ -28,7 +28,7 @@ import lightning as L
 import timm
 import torch
 
-from adlight.data import ClassSplitDataModule
+from adlight.data import LoaderOptions, OneClassDataModule
 from adlight.data.images import list_images, load_image
 from adlight.models import OneClassSVMModel
 from adlight.nets import Backbone, TransferFeatures
@@ -52,9 +52,9 @@ def cached_run(root: Path, cache: Path, input_size: int) -> tuple[float, float, 
     rep = TransferFeatures(Backbone("efficientnet_lite0", weights=LITE0, input_size=input_size),
                            layers="blocks.3", pool=7)
     model = OneClassSVMModel(rep, feature_cache=str(cache))
-    dm = ClassSplitDataModule(source="folder", root=str(root), protocol="one_class",
+    dm = OneClassDataModule(source="folder", root=str(root),
                               normal_classes=[1, 3, 5, 7, 9], anomaly_classes=[2],
-                              image_size=28, channels=1, batch_size=128)
+                              image_size=28, channels=1, loader=LoaderOptions(batch_size=128))
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         default_root_dir=cache.parent, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0)

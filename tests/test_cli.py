@@ -31,7 +31,7 @@ def mvtec_root(tmp_path_factory):
 
 def tiny(root, run_dir, size=32):
     """Overrides that shrink any shipped MVTec config to a seconds-long run."""
-    return [f"--data.root={root}", f"--data.image_size={size}", "--data.batch_size=4",
+    return [f"--data.root={root}", f"--data.image_size={size}", "--data.loader.batch_size=4",
             f"--model.network.init_args.image_size={size}", "--trainer.max_epochs=2",
             "--trainer.check_val_every_n_epoch=1", "--trainer.accelerator=cpu",
             f"--trainer.default_root_dir={run_dir}", "--trainer.enable_progress_bar=false"]

@@ -75,7 +75,7 @@ def run_dir(root: Path) -> Path:
 
 def common(tmp_path: Path, root: Path) -> list[str]:
     return [f"--data.root={root}", "--data.source=folder", "--data.download=false",
-            "--data.batch_size=8", "--trainer.accelerator=cpu", "--trainer.max_epochs=1",
+            "--data.loader.batch_size=8", "--trainer.accelerator=cpu", "--trainer.max_epochs=1",
             f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
 
 
@@ -127,7 +127,7 @@ def test_wilmet_small_cnn_config_trains_on_both_labels(tmp_path):
                            defects={"scratch": 4, "hole": 4}, size=64)
     config = CONFIGS / "wilmet" / "mvtec_small_cnn.yaml"
     main(["fit", f"--config={config}", f"--data.root={root}", "--data.image_size=32",
-          "--data.batch_size=4",  # the network follows data.image_size (linked)
+          "--data.loader.batch_size=4",  # the network follows data.image_size (linked)
           "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
           f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.enable_progress_bar=false"])
     out = run_dir(tmp_path / "run")

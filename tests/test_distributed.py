@@ -87,8 +87,8 @@ class Family:
 def mvtec(tree: str, **extra) -> Callable[[dict[str, Path]], list[str]]:
     def overrides(trees: dict[str, Path]) -> list[str]:
         # no augmentation: its random draws differ between one process and two
-        return [f"--data.root={trees[tree]}", "--data.image_size=32", "--data.rotation_degrees=0",
-                "--data.hflip=false", "--data.vflip=false", "--data.noise_std=0",
+        return [f"--data.root={trees[tree]}", "--data.image_size=32", "--data.loader.rotation_degrees=0",
+                "--data.loader.hflip=false", "--data.loader.vflip=false", "--data.loader.noise_std=0",
                 *(f"--data.{k}={v}" for k, v in extra.items())]
     return overrides
 
@@ -201,7 +201,7 @@ def trees(tmp_path_factory) -> dict[str, Path]:
 def cli_args(family: Family, trees, run_dir: Path, ddp: bool) -> list[str]:
     batch = family.ddp_batch_size if ddp and family.ddp_batch_size else family.batch_size
     args = [f"--config={CONFIGS / family.config}", *family.data(trees), *family.overrides,
-            f"--data.batch_size={batch}", "--trainer.max_epochs=2",
+            f"--data.loader.batch_size={batch}", "--trainer.max_epochs=2",
             "--trainer.check_val_every_n_epoch=1", "--trainer.log_every_n_steps=1",
             "--trainer.accelerator=cpu", f"--trainer.default_root_dir={run_dir}",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]

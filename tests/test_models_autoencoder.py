@@ -5,7 +5,7 @@ import pytest
 import torch
 from synthetic import make_mvtec_tree
 
-from adlight.data import MVTecDataModule
+from adlight.data import LoaderOptions, MVTecDataModule
 from adlight.errors import ConfigError
 from adlight.losses import kl_divergence, reconstruction_error, sparsity_penalty
 from adlight.models import AutoencoderModel
@@ -95,7 +95,7 @@ def test_variational_training_adds_the_kl_term():
 
 def test_kd_cae_fits_on_synthetic_mvtec_and_its_kde_survives_a_checkpoint(tmp_path, mvtec_root):
     torch.manual_seed(0)
-    data = MVTecDataModule(root=str(mvtec_root), category="bottle", image_size=32, batch_size=4,
+    data = MVTecDataModule(root=str(mvtec_root), category="bottle", image_size=32, loader=LoaderOptions(batch_size=4),
                            val_fraction=0.34)
     model = AutoencoderModel(KDCAE(image_size=32, latent_channels=8), kde=True,
                              optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
@@ -118,7 +118,7 @@ def test_kd_cae_fits_on_synthetic_mvtec_and_its_kde_survives_a_checkpoint(tmp_pa
 
 
 def test_a_model_with_an_unfitted_head_refuses_to_test(tmp_path, mvtec_root):
-    data = MVTecDataModule(root=str(mvtec_root), category="bottle", image_size=32, batch_size=4)
+    data = MVTecDataModule(root=str(mvtec_root), category="bottle", image_size=32, loader=LoaderOptions(batch_size=4))
     model = AutoencoderModel(KDCAE(image_size=32, latent_channels=8), kde=True)
     with pytest.raises(ConfigError, match="not fitted"):
         tiny_trainer(tmp_path).test(model, datamodule=data, verbose=False)
@@ -126,7 +126,7 @@ def test_a_model_with_an_unfitted_head_refuses_to_test(tmp_path, mvtec_root):
 
 def test_channel_mismatch_is_a_clear_error(tmp_path, mvtec_root):
     data = MVTecDataModule(root=str(mvtec_root), category="bottle", image_size=32, channels=1,
-                           batch_size=4)
+                           loader=LoaderOptions(batch_size=4))
     model = AutoencoderModel(FadaeinejadAE(in_channels=3, image_size=32))
     with pytest.raises(ConfigError, match="in_channels"):
         tiny_trainer(tmp_path, max_epochs=1).fit(model, datamodule=data)

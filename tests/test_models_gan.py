@@ -16,7 +16,7 @@ from synthetic import make_mvtec_tree
 
 from adlight.callbacks import ExportGenerator, FrechetDistance, SampleGrid
 from adlight.cli import main
-from adlight.data import MVTecDataModule, WithGeneratedNormals
+from adlight.data import LoaderOptions, MVTecDataModule, WithGeneratedNormals
 from adlight.errors import ConfigError
 from adlight.models import GANModel
 from adlight.models.gan_export import export_generator
@@ -51,7 +51,7 @@ def tiny_trainer(root, **kwargs):
 
 
 def data(root, **kwargs):
-    return MVTecDataModule(root=str(root), image_size=SIZE, batch_size=4, val_fraction=0.34,
+    return MVTecDataModule(root=str(root), image_size=SIZE, loader=LoaderOptions(batch_size=4), val_fraction=0.34,
                            **kwargs)
 
 
@@ -380,7 +380,7 @@ def test_every_gan_config_fits_and_tests_through_the_cli(mvtec_root, tmp_path):
     configs = {p.relative_to(CONFIGS).as_posix(): p for p in gan_configs()}
     assert {"wilmet/mvtec_dcgan.yaml", "fadaeinejad/mvtec_anogan.yaml",
             "wilmet/mvtec_ae_l2_generated.yaml"} <= set(configs)
-    data_args = [f"--data.root={mvtec_root}", f"--data.image_size={SIZE}", "--data.batch_size=4"]
+    data_args = [f"--data.root={mvtec_root}", f"--data.image_size={SIZE}", "--data.loader.batch_size=4"]
     generator_file = None
     for name in ("wilmet/mvtec_dcgan.yaml", "fadaeinejad/mvtec_anogan.yaml"):
         run = tmp_path / name.replace("/", "_")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.svm import OneClassSVM
 
-from adlight.data import DigitsDataModule
+from adlight.data import DigitsDataModule, LoaderOptions
 from adlight.errors import ConfigError
 from adlight.models import OneClassSVMModel, SupervisedClassifier
 from adlight.models.feature_cache import FeatureCache
@@ -152,7 +152,7 @@ def test_feature_cache_keys_by_representation(tmp_path):
 
 @pytest.mark.parametrize("network", ["small_cnn", "lite0_fixed"])
 def test_supervised_classifier_learns_digit_0_against_the_rest(network):
-    dm = digits(abnormal_train_fraction=1.0, image_size=32, batch_size=32)
+    dm = digits(abnormal_train_fraction=1.0, image_size=32, loader=LoaderOptions(batch_size=32))
     if network == "small_cnn":
         net = SmallCNN(in_channels=1, image_size=32, blocks=3, hidden=32)
         optimizer = partial(torch.optim.RMSprop, lr=1e-3)
@@ -186,7 +186,7 @@ def test_fixed_feature_extractor_trains_only_the_head():
 
 def test_auxiliary_task_representation_feeds_the_ocsvm(tmp_path):
     """Andrews et al. 4.2: learn the normal sub-classes, then use the layers for the head."""
-    dm = digits(normal_digits=[1, 3, 5], image_size=32, batch_size=32)
+    dm = digits(normal_digits=[1, 3, 5], image_size=32, loader=LoaderOptions(batch_size=32))
     net = Backbone("efficientnet_lite0", weights=LITE0, num_classes=3, input_size=32, freeze=3)
     aux = SupervisedClassifier(net, target="normal_subclass",
                                optimizer=partial(torch.optim.Adam, lr=1e-3), image_threshold=None)

@@ -29,7 +29,7 @@ def tiny(root, run_dir, epochs=2):
     """The L2 AE config at 32 px, two batches per epoch; its augmentations (rotation, flips,
     noise) stay on, so a resumed run only matches when the random generators are restored."""
     return [f"--config={L2_CONFIG}", f"--data.root={root}", "--data.image_size=32",
-            "--data.batch_size=4", "--model.network.init_args.image_size=32",
+            "--data.loader.batch_size=4", "--model.network.init_args.image_size=32",
             "--model.network.init_args.latent_dim=16", f"--trainer.max_epochs={epochs}",
             "--trainer.check_val_every_n_epoch=2", "--trainer.log_every_n_steps=1",
             "--trainer.accelerator=cpu", f"--trainer.default_root_dir={run_dir}",

@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 import torch
 
-from adlight.data import MVTecDataModule
+from adlight.data import LoaderOptions, MVTecDataModule
 from adlight.models import AutoencoderModel
 from adlight.nets import FadaeinejadAE
 
@@ -21,7 +21,7 @@ pytestmark = [
 @pytest.mark.slow
 def test_l2_autoencoder_on_mvtec_bottle_clears_its_measured_floor(tmp_path):
     L.seed_everything(0)
-    data = MVTecDataModule(root=str(MVTEC), category="bottle", image_size=64, batch_size=16)
+    data = MVTecDataModule(root=str(MVTEC), category="bottle", image_size=64, loader=LoaderOptions(batch_size=16))
     model = AutoencoderModel(
         FadaeinejadAE(in_channels=3, image_size=64, latent_dim=100),
         loss="l2", smoothing_sigma=2.0, pixel_threshold="val_f1",

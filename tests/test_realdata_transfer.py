@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from adlight.data import ClassSplitDataModule
+from adlight.data import LoaderOptions, OneClassDataModule
 from adlight.models import OneClassSVMModel
 from adlight.nets import Backbone, RawPixels, TransferFeatures
 
@@ -17,12 +17,12 @@ MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_test"
 pytestmark = pytest.mark.skipif(not MNIST.is_dir(), reason=f"{MNIST} is absent")
 
 
-def task1(trial: int = 0) -> ClassSplitDataModule:
-    return ClassSplitDataModule(
-        source="folder", root=str(MNIST), protocol="one_class", normal_classes=[5],
+def task1(trial: int = 0) -> OneClassDataModule:
+    return OneClassDataModule(
+        source="folder", root=str(MNIST), normal_classes=[5],
         anomaly_classes=[2], n_train_normals=2048, n_test_normals=512, n_test_anomalies=512,
         n_val_normals=64, n_val_anomalies=64, trial=trial, image_size=28, channels=1,
-        batch_size=128)
+        loader=LoaderOptions(batch_size=128))
 
 
 def fit_and_test(representation, dm, root) -> dict:

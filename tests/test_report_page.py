@@ -120,7 +120,7 @@ def test_build_run_page_writes_one_entry_and_file_set_per_image(tmp_path):
 # ----- end to end: a tiny fitted run, its page, and a comparison --------------------------
 def _fit(root: Path, run_dir: Path, epochs: int) -> Path:
     size = 32
-    main(["fit", f"--config={CONFIG}", f"--data.root={root}", f"--data.image_size={size}", "--data.batch_size=4",
+    main(["fit", f"--config={CONFIG}", f"--data.root={root}", f"--data.image_size={size}", "--data.loader.batch_size=4",
           f"--model.network.init_args.image_size={size}", f"--trainer.max_epochs={epochs}",
           "--trainer.accelerator=cpu", "--trainer.check_val_every_n_epoch=1", f"--trainer.default_root_dir={run_dir}",
           "--trainer.enable_progress_bar=false"])

@@ -28,7 +28,7 @@ def mvtec_root(tmp_path_factory):
 
 def tiny_set(root) -> dict:
     """Overrides that make the L2 AE config a one-epoch run on 32 px images."""
-    return {"data.root": str(root), "data.image_size": 32, "data.batch_size": 4,
+    return {"data.root": str(root), "data.image_size": 32, "data.loader.batch_size": 4,
             "model.network.init_args.image_size": 32, "model.network.init_args.latent_dim": 8,
             "trainer.max_epochs": 1, "trainer.check_val_every_n_epoch": 1,
             "trainer.accelerator": "cpu", "trainer.enable_progress_bar": False,

@@ -1,8 +1,7 @@
 """Supervised anomaly classifiers: Minhas & Zelek's transfer learning, Wilmet et al.'s small CNN.
 
 The network maps images to logits. With ``target: label`` it learns normal (0) against
-anomalous (1) from a training split that holds both (e.g. ``ClassSplitDataModule`` with
-``protocol: one_vs_rest``): one logit is a sigmoid probability (binary cross-entropy, Wilmet
+anomalous (1) from a training split that holds both (e.g. ``OneVsRestDataModule``): one logit is a sigmoid probability (binary cross-entropy, Wilmet
 et al.), two are a softmax (cross-entropy, Minhas & Zelek's 2-way head). The anomaly score is
 the probability of the anomalous class.
 
