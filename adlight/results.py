@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from adlight.metrics import EpochOutputs
+from adlight.epoch_outputs import EpochOutputs
 
 
 @dataclass

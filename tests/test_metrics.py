@@ -5,11 +5,10 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
+from adlight.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.errors import ConfigError, DataError
 from adlight.metrics import (
     ALL_CLASSES,
-    EpochCollector,
-    EpochOutputs,
     auroc,
     binned_precision_recall_curve,
     evaluate,

@@ -17,9 +17,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from adlight.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.metrics import (
-    EpochCollector,
-    EpochOutputs,
     auroc,
     evaluate,
     f1_optimal_threshold,
