@@ -12,11 +12,12 @@ and thresholds are reported back in raw score units.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics.aggregation import CatMetric
 from torchmetrics.functional.classification import (
     binary_auroc,
     binary_confusion_matrix,
@@ -27,6 +28,7 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 
+from adlight.epoch_outputs import EpochOutputs
 from adlight.errors import ConfigError, DataError
 
 THRESHOLD_MODES = ("val_f1",)
@@ -170,96 +172,19 @@ def parse_threshold(value: float | str | None, argument: str) -> float | str | N
     )
 
 
-@dataclass
-class EpochOutputs:
-    """Everything one evaluation epoch produced, gathered from every process."""
-
-    index: Tensor
-    score: Tensor
-    label: Tensor
-    class_id: Tensor
-    anomaly_map: Tensor | None = None  # N x H x W
-    mask: Tensor | None = None  # N x H x W
-    # N x K: scores of K variants of one model (e.g. OCSVMs fitted with K values of nu)
-    score_sweep: Tensor | None = None
-
-    @property
-    def has_pixels(self) -> bool:
-        return self.anomaly_map is not None and self.mask is not None
-
-
-class EpochCollector(torch.nn.Module):
-    """Collects per-image outputs over an epoch, synchronised across processes.
-
-    Built on torchmetrics' ``CatMetric`` so gathering over DDP ranks is torchmetrics'
-    job; :meth:`compute` then drops the duplicates that a ``DistributedSampler`` pads
-    the last batch with, using each sample's dataset ``index``.
-    """
-
-    FIELDS = ("index", "score", "label", "class_id", "anomaly_map", "mask", "score_sweep")
-
-    def __init__(self) -> None:
-        super().__init__()
-        for field in self.FIELDS:
-            self.add_module(field, CatMetric(nan_strategy="disable"))
-        self._map_shape: tuple[int, int] | None = None
-
-    def update(self, batch: dict, outputs: dict) -> None:
-        n = outputs["score"].shape[0]
-        self.index.update(batch["index"].float())
-        self.score.update(outputs["score"].detach().float())
-        self.label.update(batch["label"].float())
-        class_id = batch.get("class_id", torch.full((n,), -1, device=outputs["score"].device))
-        self.class_id.update(class_id.float())
-        if "anomaly_map" in outputs and "mask" in batch:
-            amap = outputs["anomaly_map"].detach().float()
-            self._map_shape = tuple(amap.shape[-2:])
-            self.anomaly_map.update(amap.reshape(n, -1))
-            self.mask.update(batch["mask"].reshape(n, -1).float())
-        if "score_sweep" in outputs:
-            self.score_sweep.update(outputs["score_sweep"].detach().float().reshape(n, -1))
-
-    def compute(self) -> EpochOutputs:
-        index = self.index.compute().long()
-        # keep the first occurrence of each dataset index (DistributedSampler padding)
-        order = torch.argsort(index, stable=True)
-        keep = torch.ones_like(order, dtype=torch.bool)
-        keep[1:] = index[order][1:] != index[order][:-1]
-        order = order[keep]
-        out = EpochOutputs(
-            index=index[order],
-            score=self.score.compute()[order],
-            label=self.label.compute().long()[order],
-            class_id=self.class_id.compute().long()[order],
-        )
-        if self.anomaly_map.update_called and self._map_shape is not None:
-            h, w = self._map_shape
-            out.anomaly_map = self.anomaly_map.compute().reshape(-1, h, w)[order]
-            out.mask = self.mask.compute().reshape(-1, h, w)[order]
-        if self.score_sweep.update_called:
-            sweep = self.score_sweep.compute()
-            out.score_sweep = sweep.reshape(index.numel(), -1)[order]
-        return out
-
-    @property
-    def updated(self) -> bool:
-        return self.score.update_called
-
-    def reset(self) -> None:
-        for field in self.FIELDS:
-            getattr(self, field).reset()
-
-
 def evaluate(
     outputs: EpochOutputs,
     image_threshold: float | None,
     pixel_threshold: float | None,
     pixel_f1_bins: int = 1000,
-) -> dict[str, float]:
+    nu_sweep: Sequence[float] = (),
+) -> dict[str, Any]:
     """The report of one test epoch: AUROC, thresholded metrics, pixel metrics.
 
     Keys are ``image_*`` and ``pixel_*``; ``pixel_F1_best`` is the best F1 over all tau
     *on this split* (an oracle figure the papers report, never used as a threshold).
+    With ``nu_sweep`` (the nu of each ``score_sweep`` column) it adds Andrews et al.'s
+    figure: ``image_AUROC_by_nu`` and its ``image_AUROC_nu_mean`` / ``_std``.
     """
     report: dict[str, float] = {
         "image_AUROC": auroc(outputs.score, outputs.label),
@@ -279,7 +204,20 @@ def evaluate(
             for key, value in threshold_metrics(pixel_scores, pixel_labels, pixel_threshold).items():
                 if key in ("F1", "precision", "recall"):
                     report[f"pixel_{key}"] = value
+    if nu_sweep and outputs.score_sweep is not None and has_both_classes(outputs.label):
+        report.update(nu_sweep_auroc(outputs.score_sweep, outputs.label, nu_sweep))
     return report
+
+
+def nu_sweep_auroc(score_sweep: Tensor, labels: Tensor, nus: Sequence[float]) -> dict[str, Any]:
+    """AUROC of each column of ``score_sweep`` (N x K, one per nu), their mean and std over the finite ones."""
+    values = [auroc(score_sweep[:, k], labels) for k in range(len(nus))]
+    finite = [v for v in values if not math.isnan(v)]
+    return {
+        "image_AUROC_nu_mean": float(np.mean(finite)) if finite else math.nan,
+        "image_AUROC_nu_std": float(np.std(finite)) if finite else math.nan,
+        "image_AUROC_by_nu": dict(zip((f"{v:g}" for v in nus), values, strict=True)),
+    }
 
 
 #: key of the row of :func:`per_class_metrics` that pools every anomaly class
@@ -304,15 +242,6 @@ def _anomaly_classes(outputs: EpochOutputs, class_names: list[str]) -> list[tupl
         seen.add(name)
         classes.append((name, anomalous & (outputs.class_id == class_id)))
     return classes
-
-
-def per_class_auroc(outputs: EpochOutputs, class_names: list[str]) -> dict[str, float]:
-    """AUROC of each anomaly class against the normal images (the papers' per-class tables)."""
-    normal = outputs.label == 0
-    return {
-        name: auroc(outputs.score[normal | chosen], outputs.label[normal | chosen])
-        for name, chosen in _anomaly_classes(outputs, class_names)
-    }
 
 
 def per_class_metrics(

@@ -125,7 +125,7 @@ def gan() -> list[str]:
 
 
 def kde_codes(checkpoint: dict) -> torch.Tensor:
-    return checkpoint["adlight_kde"]["codes"]
+    return checkpoint["state_dict"]["kde_codes"]
 
 
 FAMILIES = [
@@ -333,7 +333,7 @@ def test_ssim_bce_and_smoothing_stay_float32_under_autocast(dtype):
     """``.float()`` alone is not enough: autocast runs SSIM's and the blur's convolutions in
     half precision (measured before the fix: SSIM off by 0.05 under CPU bf16 autocast)."""
     from adlight.losses import reconstruction_error, ssim_map
-    from adlight.models.autoencoder import smooth
+    from adlight.nets.maps import smooth
 
     generator = torch.Generator().manual_seed(0)
     target = torch.rand(2, 3, 32, 32, generator=generator)

@@ -1,20 +1,19 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
+from adlight.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.errors import ConfigError, DataError
 from adlight.metrics import (
     ALL_CLASSES,
-    EpochCollector,
-    EpochOutputs,
     auroc,
     binned_precision_recall_curve,
     evaluate,
     f1_optimal_threshold,
     parse_threshold,
-    per_class_auroc,
     per_class_metrics,
     rescale_unit,
     threshold_metrics,
@@ -156,8 +155,9 @@ def test_evaluate_reports_image_and_pixel_metrics_and_per_class():
     assert report["pixel_F1"] == pytest.approx(1.0)
     assert report["pixel_F1_best"] == pytest.approx(1.0)
     assert report["n_images"] == 4 and report["n_anomalous"] == 2
-    per_class = per_class_auroc(out, ["good", "scratch", "hole"])
-    assert per_class == {"scratch": 1.0, "hole": 1.0}
+    per_class = per_class_metrics(out, ["good", "scratch", "hole"])
+    assert {name: row["image_AUROC"] for name, row in per_class.items()} == {
+        "scratch": 1.0, "hole": 1.0, ALL_CLASSES: 1.0}
 
 
 def test_evaluate_without_threshold_reports_no_f1():
@@ -206,8 +206,6 @@ def test_per_class_metrics_known_answers_and_all_matches_evaluate():
                 "pixel_F1"):
         assert rows[ALL_CLASSES][key] == pytest.approx(overall[key]), key
     assert rows[ALL_CLASSES]["n_anomalous"] == overall["n_anomalous"]
-    assert per_class_auroc(out, ["good", "scratch", "hole"]) == {
-        name: rows[name]["image_AUROC"] for name in ("scratch", "hole")}
 
 
 def test_per_class_metrics_without_threshold_or_maps_reports_only_auroc():
@@ -255,7 +253,20 @@ def test_any_model_gets_per_class_results_from_the_base_class(tmp_path):
         row = report["per_class"][name]
         assert row["image_AUROC"] == pytest.approx(1.0)  # a pasted square always strays
         assert {"image_recall", "image_F1", "pixel_AUROC", "pixel_recall"} <= set(row)
-        assert report["per_class_image_AUROC"][name] == row["image_AUROC"]
+        assert float(trainer.callback_metrics[f"test/per_class/{name}/image_AUROC"]) == pytest.approx(row["image_AUROC"])
     assert report["per_class"][ALL_CLASSES]["image_F1"] == pytest.approx(report["image_F1"])
     logged = trainer.callback_metrics
     assert float(logged["test/per_class/dark/image_AUROC"]) == pytest.approx(1.0)
+
+
+def test_evaluate_reports_the_auroc_of_every_nu_and_their_mean_and_std():
+    label = torch.tensor([0, 0, 0, 1, 1])
+    sweep = torch.tensor([[0.1, 0.5], [0.2, 0.1], [0.3, 0.9], [0.8, 0.2], [0.9, 0.6]])
+    out = EpochOutputs(index=torch.arange(5), score=sweep[:, 0], label=label,
+                       class_id=torch.zeros(5, dtype=torch.long), score_sweep=sweep)
+    report = evaluate(out, None, None, nu_sweep=(0.01, 0.99))
+    by_nu = [roc_auc_score(label, sweep[:, k]) for k in range(2)]  # 1.0 and 1/3
+    assert report["image_AUROC_by_nu"] == pytest.approx({"0.01": by_nu[0], "0.99": by_nu[1]})
+    assert report["image_AUROC_nu_mean"] == pytest.approx(np.mean(by_nu))
+    assert report["image_AUROC_nu_std"] == pytest.approx(np.std(by_nu))
+    assert "image_AUROC_nu_mean" not in evaluate(out, None, None)  # no sweep asked for

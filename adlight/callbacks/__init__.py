@@ -1,10 +1,9 @@
-"""Callbacks: one-class head fitting, the test report, the prediction writer, GAN samples,
-the Frechet distance and the generator's export."""
+"""Callbacks: the test report, the prediction writer, resuming, and for the GAN its sample
+grids, the Frechet distance and the generator's export."""
 
 from adlight.callbacks.frechet import FrechetDistance
 from adlight.callbacks.gan_samples import SampleGrid
 from adlight.callbacks.generator_export import ExportGenerator
-from adlight.callbacks.heads import OneClassHeadFitter
 from adlight.callbacks.predictions import PredictionWriter
 from adlight.callbacks.report import TestReport
 from adlight.callbacks.resume import LastCheckpoint, RandomStateCheckpoint
@@ -13,7 +12,6 @@ __all__ = [
     "ExportGenerator",
     "FrechetDistance",
     "LastCheckpoint",
-    "OneClassHeadFitter",
     "PredictionWriter",
     "RandomStateCheckpoint",
     "SampleGrid",

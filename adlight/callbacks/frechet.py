@@ -17,8 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from adlight.callbacks.heads import training_normals_dataset
 from adlight.checks import check_int
+from adlight.models.training_normals import training_normals_dataset
 
 #: the logged value's name
 METRIC = "train/frechet_distance"

@@ -45,7 +45,8 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx=0) -> None:
         maps_dir = self._csv_path.parent / "maps"
-        pixel_t = float(pl_module.pixel_threshold)
+        # the threshold predict_step used (its "pixel_threshold"): the map's mid-grey
+        pixel_t = math.nan if prediction.get("pixel_threshold") is None else prediction["pixel_threshold"]
         rows = []
         for i, path in enumerate(prediction["path"]):
             row = {"path": path, "score": float(prediction["score"][i]),

@@ -1,4 +1,8 @@
-"""Writes what a test run measured: ``metrics.json``, figures, a printed table, logger panels, report.html."""
+"""Writes what a test run measured: ``metrics.json``, figures, a printed table, logger panels,
+and the results page (report.html).
+
+It reads the model's :class:`~adlight.results.TestResults` (``pl_module.test_results``) only.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from adlight.callbacks.figures import examples_figure, histogram_figure, pixel_f1_figure, roc_figure
-from adlight.metrics import ALL_CLASSES, EpochOutputs
+from adlight.metrics import ALL_CLASSES
 from adlight.report_page import build_run_page
+from adlight.results import TestResults
 
 
 def unique_path(path: Path) -> Path:
@@ -92,8 +97,9 @@ def per_class_table(per_class: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-def write_results_page(trainer: L.Trainer, outputs: EpochOutputs, directory: Path, report: dict) -> Path:
+def write_results_page(trainer: L.Trainer, results: TestResults, directory: Path, report: dict) -> Path:
     """report.html for this test: images and paths read back from the test dataset by index."""
+    outputs = results.outputs
     datamodule = getattr(trainer, "datamodule", None)
     dataset = getattr(datamodule, "test_dataset", None)
     if dataset is None and trainer.test_dataloaders is not None:
@@ -106,7 +112,7 @@ def write_results_page(trainer: L.Trainer, outputs: EpochOutputs, directory: Pat
              else [str(i) for i in index])
     return build_run_page(
         directory, _json_ready(report), outputs.score, outputs.label, outputs.class_id, paths,
-        getattr(datamodule, "class_names", None) or [],
+        results.class_names,
         image_at=(lambda k: dataset[index[k]]["image"]) if dataset is not None else None,
         anomaly_maps=outputs.anomaly_map, masks=outputs.mask)
 
@@ -129,27 +135,28 @@ class TestReport(Callback):
         # every rank asks: under DDP trainer.log_dir is a broadcast, and a rank that skips it
         # leaves rank 0 waiting on a peer that has moved on (measured: gloo "connection closed")
         directory = run_directory(trainer)
-        if not trainer.is_global_zero or not getattr(pl_module, "test_report", None):
+        results: TestResults | None = getattr(pl_module, "test_results", None)
+        if not trainer.is_global_zero or results is None:
             return
-        report = dict(pl_module.test_report)
-        report["model"] = type(pl_module).__name__
+        report = dict(results.report)
+        report["model"] = results.model_name
         report["checkpoint"] = trainer.ckpt_path
         metrics_path = unique_path(directory / "metrics.json")
         metrics_path.write_text(json.dumps(_json_ready(report), indent=2) + "\n")
         self.written = [metrics_path]
-        if self.figures and pl_module.test_outputs is not None:
-            self.written += self._figures(trainer, pl_module, directory, report)
-        if self.page and pl_module.test_outputs is not None:
-            self.written.append(write_results_page(trainer, pl_module.test_outputs, directory, report))
+        if self.figures:
+            self.written += self._figures(trainer, results, directory)
+        if self.page:
+            self.written.append(write_results_page(trainer, results, directory, report))
         self._print(report)
 
-    def _figures(self, trainer, pl_module, directory: Path, report: dict) -> list[Path]:
-        outputs = pl_module.test_outputs
+    def _figures(self, trainer, results: TestResults, directory: Path) -> list[Path]:
+        outputs = results.outputs
         figures = {
-            "examples": examples_figure(pl_module.test_examples, report.get("pixel_threshold")),
+            "examples": examples_figure(results.examples, results.pixel_threshold),
             "roc": roc_figure(outputs),
-            "score_histogram": histogram_figure(outputs, report.get("image_threshold")),
-            "pixel_f1_vs_tau": pixel_f1_figure(outputs, report.get("pixel_threshold")),
+            "score_histogram": histogram_figure(outputs, results.image_threshold),
+            "pixel_f1_vs_tau": pixel_f1_figure(outputs, results.pixel_threshold),
         }
         written = []
         for name, fig in figures.items():
@@ -173,11 +180,6 @@ class TestReport(Callback):
             table.add_row(key, shown)
         console = Console()
         console.print(table)
-        per_class = report.get("per_class")
-        if per_class:
-            console.print(per_class_table(per_class))
-        elif report.get("per_class_image_AUROC"):  # a model whose report has no per_class rows
-            console.print(per_class_table(
-                {name: {"image_AUROC": v} for name, v in report["per_class_image_AUROC"].items()}
-            ))
+        if report.get("per_class"):
+            console.print(per_class_table(report["per_class"]))
         console.print("wrote " + ", ".join(str(p) for p in self.written))

@@ -3,6 +3,7 @@
 from adlight.models.autoencoder import AutoencoderModel
 from adlight.models.base import AnomalyModule
 from adlight.models.classifier import SupervisedClassifier
+from adlight.models.fitted_head import FittedHeadMixin, FrozenFeaturesModule
 from adlight.models.gan import GANModel
 from adlight.models.ocsvm import OneClassSVMModel
 from adlight.models.patch import PadimModel, PatchCoreModel
@@ -10,6 +11,8 @@ from adlight.models.patch import PadimModel, PatchCoreModel
 __all__ = [
     "AnomalyModule",
     "AutoencoderModel",
+    "FittedHeadMixin",
+    "FrozenFeaturesModule",
     "GANModel",
     "OneClassSVMModel",
     "PadimModel",

@@ -26,32 +26,22 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from sklearn.neighbors import KernelDensity
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
-from torchvision.transforms.v2.functional import gaussian_blur
 
 from adlight.errors import ConfigError
 from adlight.losses import (
     LossName,
     check_loss_name,
-    full_precision,
     kl_divergence,
     reconstruction_error,
     sparsity_penalty,
     ssim_map,
 )
 from adlight.models.base import AnomalyModule, ThresholdArg
+from adlight.models.fitted_head import FittedHeadMixin
+from adlight.nets.maps import smooth
 
 
-def smooth(maps: Tensor, sigma: float) -> Tensor:
-    """Gaussian blur of N x 1 x H x W maps (sigma in pixels; 0 leaves them as they are)."""
-    if sigma <= 0:
-        return maps
-    kernel = 2 * math.ceil(3 * sigma) + 1
-    kernel = min(kernel, 2 * ((min(maps.shape[-2:]) - 1) // 2) + 1)  # reflect padding limit
-    with full_precision(maps):  # a blur in bf16 keeps 3 digits of the map: ties in pixel AUROC
-        return gaussian_blur(maps.float(), kernel_size=[kernel, kernel], sigma=[sigma, sigma])
-
-
-class AutoencoderModel(AnomalyModule):
+class AutoencoderModel(FittedHeadMixin, AnomalyModule):
     """Reconstruction-based anomaly detection with any :class:`adlight.nets.Autoencoder`.
 
     Args:
@@ -115,13 +105,15 @@ class AutoencoderModel(AnomalyModule):
         self.map_kind = anomaly_map
         self.smoothing_sigma = smoothing_sigma
         self.image_score = image_score
-        self.has_head = kde  # the KD-CAE's kernel density is a one-class head
         self.kde_bandwidth = kde_bandwidth
         self.kde_combination = kde_combination
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self._kde_state: dict[str, Tensor] | None = None
-        self._kde_model: tuple[StandardScaler, KernelDensity] | None = None
+        if kde:  # the KD-CAE's kernel density is a fitted head: the training normals'
+            # squared errors and latent codes (float64), from which the KDE is rebuilt
+            self.register_head(kde_errors=torch.empty(0, dtype=torch.float64),
+                               kde_codes=torch.empty(0, 0, dtype=torch.float64))
+        self._kde: tuple[StandardScaler, KernelDensity, tuple[Tensor, ...]] | None = None
 
     # ----- the network in image units -----------------------------------------------
     @property
@@ -189,7 +181,7 @@ class AutoencoderModel(AnomalyModule):
             score = (images.float() - reconstruction.float()).pow(2).flatten(1).mean(1)
         else:
             score = maps.flatten(1).amax(1)
-        if self.has_head:
+        if self.uses_fitted_head:
             score = self.kde_score(score, self.latent_code(out))
         return {"score": score, "anomaly_map": maps, "reconstruction": reconstruction}
 
@@ -204,44 +196,33 @@ class AutoencoderModel(AnomalyModule):
         error = (images.float() - reconstruction.float()).pow(2).flatten(1).mean(1, keepdim=True)
         return torch.cat([error, self.latent_code(out)], dim=1)
 
-    def fit_head(self, features: Tensor) -> None:
+    def compute_head(self, features: Tensor) -> dict[str, Tensor]:
         features = features.detach().double().cpu()
-        errors, codes = features[:, 0], features[:, 1:]
-        self._kde_state = {"codes": codes, "errors": errors}
-        self._build_kde()
+        return {"kde_errors": features[:, 0].contiguous(), "kde_codes": features[:, 1:].contiguous()}
 
-    def _build_kde(self) -> None:
-        codes = self._kde_state["codes"].numpy()
-        scaler = StandardScaler().fit(codes)
-        kde = KernelDensity(kernel="gaussian", bandwidth=self.kde_bandwidth).fit(scaler.transform(codes))
-        self._kde_model = (scaler, kde)
-        # standardise both criteria by their spread on the training normals
-        nll = torch.from_numpy(-kde.score_samples(scaler.transform(codes)))
-        errors = self._kde_state["errors"]
-        self._kde_stats = (errors.mean(), errors.std().clamp_min(1e-12),
-                           nll.mean(), nll.std().clamp_min(1e-12))
+    def on_head_changed(self) -> None:
+        self._kde = None
 
-    def head_is_fitted(self) -> bool:
-        return self._kde_model is not None
+    def fitted_kde(self) -> tuple[StandardScaler, KernelDensity, tuple[Tensor, ...]]:
+        """The scaler and KDE on the training codes, and the mean and std of both criteria."""
+        if self._kde is None:
+            codes = self.kde_codes.cpu().numpy()
+            scaler = StandardScaler().fit(codes)
+            kde = KernelDensity(kernel="gaussian", bandwidth=self.kde_bandwidth).fit(scaler.transform(codes))
+            # standardise both criteria by their spread on the training normals
+            nll = torch.from_numpy(-kde.score_samples(scaler.transform(codes)))
+            errors = self.kde_errors.cpu()
+            stats = (errors.mean(), errors.std().clamp_min(1e-12), nll.mean(), nll.std().clamp_min(1e-12))
+            self._kde = (scaler, kde, stats)
+        return self._kde
 
     def kde_score(self, error: Tensor, codes: Tensor) -> Tensor:
-        if self._kde_model is None:
+        if not bool(self.is_fitted):
             # during fitting the head does not exist before the first validation
             return error
-        scaler, kde = self._kde_model
+        scaler, kde, (e_mean, e_std, n_mean, n_std) = self.fitted_kde()
         nll = torch.from_numpy(-kde.score_samples(scaler.transform(codes.detach().double().cpu().numpy())))
-        e_mean, e_std, n_mean, n_std = self._kde_stats
         z_error = (error.detach().double().cpu() - e_mean) / e_std
         z_density = (nll - n_mean) / n_std
         combined = torch.maximum(z_error, z_density) if self.kde_combination == "max" else z_error + z_density
         return combined.to(device=error.device, dtype=torch.float32)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self._kde_state is not None:
-            checkpoint["adlight_kde"] = {k: v.clone() for k, v in self._kde_state.items()}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "adlight_kde" in checkpoint:
-            self._kde_state = {k: v.double() for k, v in checkpoint["adlight_kde"].items()}
-            self._build_kde()
-

@@ -2,8 +2,9 @@
 
 A model only says how a batch becomes anomaly scores (:meth:`AnomalyModule.anomaly_outputs`);
 this base owns what every family shares: validation chooses thresholds, test computes the
-metrics, predict returns per-image results, and fitted one-class heads (KDE, OCSVM, ...)
-travel in the checkpoint.
+metrics and hands them to the callbacks as one :class:`~adlight.results.TestResults`, and
+predict returns per-image results. Models with a fitted head add
+:class:`~adlight.models.fitted_head.FittedHeadMixin`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from adlight.errors import ConfigError
+from adlight.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.metrics import (
-    ALL_CLASSES,
-    EpochCollector,
-    EpochOutputs,
     auroc,
     evaluate,
     f1_optimal_threshold,
@@ -28,6 +26,7 @@ from adlight.metrics import (
     parse_threshold,
     per_class_metrics,
 )
+from adlight.results import TestResults
 
 ThresholdArg = float | str | None
 
@@ -45,9 +44,9 @@ class AnomalyModule(L.LightningModule):
             example figure.
     """
 
-    #: a model with a one-class head fitted on training features sets this to True and
-    #: implements :meth:`head_features` and :meth:`fit_head` (see callbacks/heads.py)
-    has_head: bool = False
+    #: the nu of each column of ``score_sweep`` (a model scoring with several fitted
+    #: variants); the evaluator reports the AUROC of each and their mean and std
+    sweep_nus: tuple[float, ...] = ()
 
     def __init__(
         self,
@@ -64,8 +63,8 @@ class AnomalyModule(L.LightningModule):
         self.num_examples = num_examples
         self.val_collector = EpochCollector()
         self.test_collector = EpochCollector()
-        self.test_outputs: EpochOutputs | None = None
-        self.test_report: dict[str, Any] = {}
+        #: what the last test epoch measured, for the reporting callbacks
+        self.test_results: TestResults | None = None
         self.test_examples: list[dict[str, Any]] = []
 
     @staticmethod
@@ -76,35 +75,6 @@ class AnomalyModule(L.LightningModule):
     def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
         """``score`` (N) and optionally ``anomaly_map`` (N x 1 x H x W), ``reconstruction``."""
         raise NotImplementedError
-
-    def head_features(self, batch: dict) -> Tensor:
-        """Features (N x D) of a batch of training normals, for fitting the head."""
-        raise NotImplementedError
-
-    def fit_head(self, features: Tensor) -> None:
-        """Fit the one-class head on the features of all training normals."""
-        raise NotImplementedError
-
-    def head_is_fitted(self) -> bool:
-        return True
-
-    def count_step_without_optimizer(self) -> None:
-        """For models whose fitting is done by a head fitter, not by gradient steps.
-
-        Lightning counts ``global_step`` in optimizer steps, and ModelCheckpoint skips saving
-        while it is still 0, so a model with no optimizer would write no checkpoint (and
-        ``max_steps`` / ``log_every_n_steps`` would mean nothing). A feature-head model calls
-        this from ``training_step`` (with ``automatic_optimization = False``) so that each
-        batch it has seen counts as one step.
-        """
-        self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_completed()
-
-    def configure_callbacks(self):
-        if not self.has_head:
-            return []
-        from adlight.callbacks.heads import OneClassHeadFitter
-
-        return [OneClassHeadFitter()]
 
     # ----- validation: thresholds -------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -141,11 +111,6 @@ class AnomalyModule(L.LightningModule):
     # ----- test: metrics ----------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
         self.test_examples = []
-        if self.has_head and not self.head_is_fitted():
-            raise ConfigError(
-                f"{type(self).__name__}'s one-class head is not fitted: fit the model first, "
-                "or load a checkpoint written after fitting"
-            )
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         outputs = self.anomaly_outputs(batch)
@@ -156,24 +121,23 @@ class AnomalyModule(L.LightningModule):
         outputs = self.test_collector.compute()
         self.test_collector.reset()
         image_t, pixel_t = float(self.image_threshold), float(self.pixel_threshold)
-        report: dict[str, Any] = evaluate(outputs, image_t, pixel_t)
+        report: dict[str, Any] = evaluate(outputs, image_t, pixel_t, nu_sweep=self.sweep_nus)
+        sources = {}
         for level, mode, value in (
             ("image", self.image_threshold_mode, image_t),
             ("pixel", self.pixel_threshold_mode, pixel_t),
         ):
-            report[f"{level}_threshold"] = None if math.isnan(value) else value
-            report[f"{level}_threshold_source"] = (
+            sources[level] = (
                 "validation split, F1-optimal" if mode == "val_f1" and not math.isnan(value)
                 else "fixed" if isinstance(mode, float) else "none"
             )
-        class_names = getattr(self.trainer.datamodule, "class_names", None) or []
+            report[f"{level}_threshold"] = None if math.isnan(value) else value
+            report[f"{level}_threshold_source"] = sources[level]
+        class_names = list(getattr(self.trainer.datamodule, "class_names", None) or [])
         # each anomaly class against all normal test images, then ALL (Zhao & Karray's
-        # Tables 3-4, MVTec defect types); per_class_image_AUROC is kept for older readers
+        # Tables 3-4, MVTec defect types)
         per_class = per_class_metrics(outputs, class_names, image_t, pixel_t)
         report["per_class"] = per_class
-        report["per_class_image_AUROC"] = {
-            name: row["image_AUROC"] for name, row in per_class.items() if name != ALL_CLASSES
-        }
         logged = {f"test/{k}": v for k, v in report.items()}
         for name, row in per_class.items():
             logged.update({f"test/per_class/{name}/{k}": v for k, v in row.items()})
@@ -183,10 +147,28 @@ class AnomalyModule(L.LightningModule):
              and math.isfinite(v) and not k.rsplit("/", 1)[-1].startswith("n_")},
             sync_dist=True,
         )
-        self.test_outputs = EpochOutputs(**{
-            k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in vars(outputs).items()
-        })
-        self.test_report = report
+        self.test_results = TestResults(
+            model_name=type(self).__name__,
+            report=report,
+            outputs=EpochOutputs(**{k: (v.cpu() if isinstance(v, Tensor) else v)
+                                    for k, v in vars(outputs).items()}),
+            examples=self.test_examples,
+            image_threshold=report["image_threshold"],
+            pixel_threshold=report["pixel_threshold"],
+            image_threshold_source=sources["image"],
+            pixel_threshold_source=sources["pixel"],
+            class_names=class_names,
+        )
+
+    @property
+    def test_report(self) -> dict[str, Any]:
+        """The last test's metrics (``test_results.report``; empty before any test)."""
+        return self.test_results.report if self.test_results is not None else {}
+
+    @property
+    def test_outputs(self) -> EpochOutputs | None:
+        """The last test's gathered per-image outputs (``test_results.outputs``)."""
+        return self.test_results.outputs if self.test_results is not None else None
 
     def _keep_examples(self, batch: dict, outputs: dict) -> None:
         """Keep a few normal and anomalous images (rank 0) for the example figure."""
@@ -209,12 +191,12 @@ class AnomalyModule(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
         outputs = self.anomaly_outputs(batch)
         result: dict[str, Any] = {"path": list(batch["path"]), "score": outputs["score"].detach().cpu()}
-        image_t = float(self.image_threshold)
+        image_t, pixel_t = float(self.image_threshold), float(self.pixel_threshold)
         if not math.isnan(image_t):
             result["prediction"] = (outputs["score"] >= image_t).long().cpu()
         if "anomaly_map" in outputs:
             result["anomaly_map"] = outputs["anomaly_map"].detach().float().cpu()
-            pixel_t = float(self.pixel_threshold)
+            result["pixel_threshold"] = None if math.isnan(pixel_t) else pixel_t  # scales the map PNGs
             if not math.isnan(pixel_t):
                 result["defect_mask"] = (result["anomaly_map"] >= pixel_t).to(torch.uint8)
         return result

@@ -31,9 +31,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from adlight.checks import check_int
 from adlight.errors import ConfigError
-from adlight.models.autoencoder import smooth
 from adlight.models.base import AnomalyModule, ThresholdArg
 from adlight.nets.anogan import LatentSearchResult, latent_search
+from adlight.nets.maps import smooth
 
 ScoreName = Literal["discriminator", "latent_search"]
 SCORES = ("discriminator", "latent_search")

@@ -1,24 +1,18 @@
 """Andrews et al.: a linear one-class SVM on transferred (frozen) representations.
 
 The representation (``adlight.nets.TransferFeatures``, ``RawPixels``, or any module from
-images to N x D vectors) is fixed; nothing is trained by gradient. At the end of fitting the
-:class:`~adlight.callbacks.heads.OneClassHeadFitter` gathers the features of every training
-normal from every process and :meth:`OneClassSVMModel.fit_head` fits scikit-learn's
-``OneClassSVM`` for each nu of the paper's sweep (21 values evenly spaced in [0.01, 0.99]).
-
-All fits share one Gram matrix (``kernel="precomputed"``): the measured reason is in the
-issue (n = 2048, d = 1280: 82 s refitting on raw features against 4 s). Because the kernel is
-linear, each fitted SVM is kept as its primal weight vector w = sum_i alpha_i x_i and offset,
-so scoring is one matrix product and the head in the checkpoint is K x D numbers.
+images to N x D vectors) is frozen. The head is scikit-learn's ``OneClassSVM`` fitted on the
+features of every training normal for each nu of the paper's sweep (21 values in
+[0.01, 0.99]), all on one precomputed Gram matrix (n = 2048, d = 1280: 4 s against 82 s
+refitting on raw features). The kernel is linear, so each SVM is kept as its primal weight
+vector and offset: scoring is one matrix product, the head K x D numbers.
 
 Scores are the negated decision function (higher = more anomalous). ``score`` is the SVM of
-``nu`` (used for thresholds and predictions); the test report adds the AUROC of every nu and
-their mean and standard deviation (``image_AUROC_nu_mean``), the paper's figure.
+``nu``; ``score_sweep`` holds every nu of the sweep, whose AUROCs the evaluator averages.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,9 +21,9 @@ from sklearn.svm import OneClassSVM
 from torch import Tensor, nn
 
 from adlight.errors import ConfigError
-from adlight.metrics import auroc, has_both_classes
-from adlight.models.base import AnomalyModule, ThresholdArg
-from adlight.models.feature_cache import FeatureCache
+from adlight.models.base import ThresholdArg
+from adlight.models.fitted_head import FrozenFeaturesModule
+from adlight.nets.feature_cache import FeatureCache
 
 #: the paper's sweep: 21 evenly spaced values in [0.01, 0.99]
 PAPER_NUS = tuple(float(v) for v in np.linspace(0.01, 0.99, 21).round(4))
@@ -51,7 +45,7 @@ def fit_linear_ocsvms(features: Tensor, nus: Sequence[float], tol: float = 1e-3)
     return torch.from_numpy(np.stack(weights)), torch.tensor(offsets, dtype=torch.float64)
 
 
-class OneClassSVMModel(AnomalyModule):
+class OneClassSVMModel(FrozenFeaturesModule):
     """Args:
         representation: module from [0, 1] images to N x D features (frozen).
         nu: the nu whose SVM gives ``score`` (thresholds, F1, predictions).
@@ -61,8 +55,6 @@ class OneClassSVMModel(AnomalyModule):
             same representation and images skips extraction.
         tol: scikit-learn's stopping tolerance.
     """
-
-    has_head = True
 
     def __init__(
         self,
@@ -81,22 +73,20 @@ class OneClassSVMModel(AnomalyModule):
         if isinstance(nu_sweep, bool) or not isinstance(nu_sweep, int) or nu_sweep < 0 or nu_sweep == 1:
             raise ConfigError(f"nu_sweep must be 0 or an int >= 2, got {nu_sweep!r}")
         self.representation = representation.requires_grad_(False)
-        self.sweep_nus = [float(v) for v in np.linspace(0.01, 0.99, nu_sweep).round(4)] if nu_sweep else []
+        self.sweep_nus = tuple(float(v) for v in np.linspace(0.01, 0.99, nu_sweep).round(4)) if nu_sweep else ()
         self.nus = sorted(set(self.sweep_nus) | {float(nu)})
         self.nu = float(nu)
         self.tol = tol
         self.feature_cache_dir = feature_cache
         self._cache: FeatureCache | None = None
-        self.svm_weights: Tensor | None = None  # K x D (float64)
-        self.svm_offsets: Tensor | None = None  # K
-        # Lightning needs a parameter-free model to run a "training" epoch without an optimizer
-        self.automatic_optimization = False
+        # K x D primal weights, K offsets, and the K nu they were fitted for (float64)
+        self.register_head(svm_weights=torch.empty(0, 0, dtype=torch.float64),
+                           svm_offsets=torch.empty(0, dtype=torch.float64),
+                           svm_nus=torch.empty(0, dtype=torch.float64))
 
-    # ----- features ---------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.representation.eval()  # frozen: BatchNorm keeps the pretrained statistics
-        return self
+    @property
+    def extractor(self) -> nn.Module:
+        return self.representation
 
     @property
     def cache(self) -> FeatureCache | None:
@@ -123,6 +113,7 @@ class OneClassSVMModel(AnomalyModule):
             self._cache.save()
 
     def on_train_end(self) -> None:
+        super().on_train_end()  # may fit the head: its features go into the cache too
         self._save_cache()
 
     def on_validation_end(self) -> None:
@@ -134,39 +125,34 @@ class OneClassSVMModel(AnomalyModule):
     def on_predict_end(self) -> None:
         self._save_cache()
 
-    # ----- "training": nothing to learn by gradient; the head fitter does the work -----
-    def training_step(self, batch: dict, batch_idx: int) -> None:
-        self.count_step_without_optimizer()  # so the fitted head gets a checkpoint
-        return None
-
-    def configure_optimizers(self):
-        return None
-
     # ----- the head ---------------------------------------------------------------------
     def head_features(self, batch: dict) -> Tensor:
         return self.features(batch["image"])
 
-    def fit_head(self, features: Tensor) -> None:
+    def compute_head(self, features: Tensor) -> dict[str, Tensor]:
         if features.shape[0] < 2:
             raise ConfigError(f"the one-class SVM needs at least 2 training normals, got {features.shape[0]}")
-        self.svm_weights, self.svm_offsets = fit_linear_ocsvms(features, self.nus, self.tol)
+        weights, offsets = fit_linear_ocsvms(features, self.nus, self.tol)
         self._save_cache()
+        return {"svm_weights": weights, "svm_offsets": offsets,
+                "svm_nus": torch.tensor(self.nus, dtype=torch.float64)}
 
-    def head_is_fitted(self) -> bool:
-        return self.svm_weights is not None
+    def check_saved_head(self, saved: dict[str, Tensor]) -> None:
+        fitted_for = [round(float(v), 6) for v in saved.get("svm_nus", [])]
+        if fitted_for != [round(v, 6) for v in self.nus]:
+            raise ConfigError(
+                f"the checkpoint's SVMs were fitted for nu {fitted_for}, this model asks for "
+                f"{self.nus}: use the nu and nu_sweep of the run that wrote it"
+            )
 
     def decision_scores(self, features: Tensor) -> Tensor:
         """N x K anomaly scores (negated decision functions), one column per nu."""
-        if self.svm_weights is None:
-            raise ConfigError("the one-class SVM is not fitted: fit the model first")
-        w = self.svm_weights.to(features.device, torch.float64)
-        b = self.svm_offsets.to(features.device, torch.float64)
-        return -(features.double() @ w.T + b)
+        self.require_fitted_head()
+        return -(features.double() @ self.svm_weights.T.to(features.device) + self.svm_offsets.to(features.device))
 
     def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
         features = self.features(batch["image"])
-        if self.svm_weights is None and self._trainer is not None and self.trainer.sanity_checking:
-            # Lightning's sanity check runs before the head exists; its outputs are discarded
+        if self.head_missing_in_sanity_check():
             return {"score": torch.zeros(features.shape[0], device=features.device)}
         scores = self.decision_scores(features)
         outputs = {"score": scores[:, self.nus.index(self.nu)].float()}
@@ -174,37 +160,3 @@ class OneClassSVMModel(AnomalyModule):
             columns = [self.nus.index(v) for v in self.sweep_nus]
             outputs["score_sweep"] = scores[:, columns].float()
         return outputs
-
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        outputs = self.test_outputs
-        if not self.sweep_nus or outputs is None or outputs.score_sweep is None:
-            return
-        if not has_both_classes(outputs.label):
-            return
-        values = [auroc(outputs.score_sweep[:, k], outputs.label) for k in range(len(self.sweep_nus))]
-        finite = [v for v in values if not math.isnan(v)]
-        self.test_report["image_AUROC_nu_mean"] = float(np.mean(finite)) if finite else math.nan
-        self.test_report["image_AUROC_nu_std"] = float(np.std(finite)) if finite else math.nan
-        self.test_report["image_AUROC_by_nu"] = dict(zip((f"{v:g}" for v in self.sweep_nus), values, strict=True))
-        self.log("test/image_AUROC_nu_mean", self.test_report["image_AUROC_nu_mean"], sync_dist=True)
-
-    # ----- checkpoint -------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.svm_weights is not None:
-            checkpoint["adlight_ocsvm"] = {"nus": torch.tensor(self.nus, dtype=torch.float64),
-                                           "weights": self.svm_weights.clone(),
-                                           "offsets": self.svm_offsets.clone()}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("adlight_ocsvm")
-        if state is None:
-            return
-        saved = [round(float(v), 6) for v in state["nus"]]
-        if saved != [round(v, 6) for v in self.nus]:
-            raise ConfigError(
-                f"the checkpoint's SVMs were fitted for nu {saved}, this model asks for "
-                f"{self.nus}: use the nu and nu_sweep of the run that wrote it"
-            )
-        self.svm_weights = state["weights"].double()
-        self.svm_offsets = state["offsets"].double()

@@ -15,17 +15,12 @@ Two heads on the same features:
   covariance of the normals' features there); a patch's score is its Mahalanobis distance.
   No search at test time, but D x D numbers per position.
 
-Nothing is trained by gradient. ``adlight fit`` runs one epoch whose training step does
-nothing (manual optimisation, no optimiser), and the
-:class:`~adlight.callbacks.heads.OneClassHeadFitter` extracts the patch features of every
-training normal on every process (``head_features`` returns the N x D x h x w maps; the
-fitter gathers tensors of any shape), so each process fits the same head on the whole
-training set, before validation chooses the thresholds. The head lives in the checkpoint.
+Nothing is trained by gradient: the head is fitted on the N x D x h x w patch features of
+every training normal (:class:`~adlight.models.fitted_head.FrozenFeaturesModule`) and its
+buffers live in the checkpoint.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,33 +29,31 @@ from torch import Tensor
 from adlight.checks import check_int
 from adlight.errors import ConfigError
 from adlight.losses import full_precision
-from adlight.models.autoencoder import smooth
-from adlight.models.base import AnomalyModule, ThresholdArg
-from adlight.models.memory_bank import (
+from adlight.models.base import ThresholdArg
+from adlight.models.fitted_head import FrozenFeaturesModule
+from adlight.nets.maps import smooth
+from adlight.nets.memory_bank import (
     SEARCH_BACKENDS,
     SearchBackend,
-    check_fraction,
+    check_coreset_fraction,
     greedy_coreset,
     nearest_distances,
 )
 from adlight.nets.patch_features import PatchFeatures
 
 
-class PatchModel(AnomalyModule):
-    """What PatchCore and PaDiM share: features, the no-op training, maps and checkpoints.
+class PatchModel(FrozenFeaturesModule):
+    """What PatchCore and PaDiM share: patch features, maps from patch scores.
 
-    Subclasses implement :meth:`fit_patches` (training patch features N x D x h x w ->
-    the head), :meth:`patch_scores` (N x D x h x w -> N x h x w) and :meth:`head_state`.
+    Subclasses register their head's buffers and implement :meth:`fit_patches` (training
+    patch features N x D x h x w -> the buffers) and :meth:`patch_scores` (N x D x h x w ->
+    N x h x w).
 
     Args:
         features: the patch representation (frozen).
         smoothing_sigma: Gaussian blur of the upsampled map, in image pixels (PatchCore and
             PaDiM use 4 at 224-256 px); 0 for none.
     """
-
-    has_head = True
-    #: checkpoint key holding the head's tensors
-    CHECKPOINT_KEY = "adlight_patch_head"
 
     def __init__(
         self,
@@ -80,24 +73,11 @@ class PatchModel(AnomalyModule):
             raise ConfigError(f"smoothing_sigma must be a number >= 0, got {smoothing_sigma!r}")
         self.features = features.requires_grad_(False)
         self.smoothing_sigma = float(smoothing_sigma)
-        # nothing to learn by gradient: Lightning runs the training epoch without an optimiser
-        # (and under DDP, adlight/strategies.py leaves this parameter-free model unwrapped)
-        self.automatic_optimization = False
 
-    # ----- "training": the head fitter does the work ---------------------------------
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.features.eval()  # frozen: BatchNorm keeps the pretrained statistics
-        return self
+    @property
+    def extractor(self) -> PatchFeatures:
+        return self.features
 
-    def training_step(self, batch: dict, batch_idx: int) -> None:
-        self.count_step_without_optimizer()  # so ModelCheckpoint saves the fitted head
-        return None
-
-    def configure_optimizers(self):
-        return None
-
-    # ----- features and maps ----------------------------------------------------------
     @torch.no_grad()
     def patch_features(self, images: Tensor) -> Tensor:
         return self.features(images)
@@ -105,25 +85,19 @@ class PatchModel(AnomalyModule):
     def head_features(self, batch: dict) -> Tensor:
         return self.patch_features(batch["image"])
 
-    def fit_head(self, features: Tensor) -> None:
+    def compute_head(self, features: Tensor) -> dict[str, Tensor]:
         if features.ndim != 4:
             raise ConfigError(f"patch features must be N x D x h x w, got shape {tuple(features.shape)}")
         features = features.to(self.device, torch.float32)
         with full_precision(features):  # covariances and coreset distances in float32 or more
-            self.fit_patches(features)
+            return self.fit_patches(features)
 
     def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
         images = batch["image"]
-        if not self.head_is_fitted():
-            trainer = self._trainer
-            if trainer is not None and trainer.sanity_checking:
-                # the sanity check runs before anything is fitted; it only checks the data
-                zeros = images.new_zeros(images.shape[0], 1, *images.shape[-2:])
-                return {"score": zeros.flatten(1).amax(1), "anomaly_map": zeros}
-            raise ConfigError(
-                f"{type(self).__name__} is not fitted: fit it first (adlight fit), or load a "
-                "checkpoint written after fitting (--ckpt_path)"
-            )
+        if self.head_missing_in_sanity_check():
+            zeros = images.new_zeros(images.shape[0], 1, *images.shape[-2:])
+            return {"score": zeros.flatten(1).amax(1), "anomaly_map": zeros}
+        self.require_fitted_head()
         # the backbone runs in the trainer's precision; distances and maps in float32
         # (under bf16 autocast a distance keeps 3 digits: ties in pixel AUROC)
         features = self.patch_features(images).float()
@@ -135,24 +109,12 @@ class PatchModel(AnomalyModule):
         return {"score": maps.flatten(1).amax(1), "anomaly_map": maps}
 
     # ----- for subclasses -------------------------------------------------------------
-    def fit_patches(self, features: Tensor) -> None:
+    def fit_patches(self, features: Tensor) -> dict[str, Tensor]:
+        """The head's buffers fitted on the training patch features (N x D x h x w, float32)."""
         raise NotImplementedError
 
     def patch_scores(self, features: Tensor) -> Tensor:
         raise NotImplementedError
-
-    def head_state(self) -> dict[str, Tensor]:
-        """The head's tensors (buffer name -> tensor), as saved in the checkpoint."""
-        raise NotImplementedError
-
-    # ----- the head in the checkpoint ---------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.head_is_fitted():
-            checkpoint[self.CHECKPOINT_KEY] = {k: v.detach().cpu().clone() for k, v in self.head_state().items()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        for name, value in checkpoint.get(self.CHECKPOINT_KEY, {}).items():
-            setattr(self, name, value.to(self.device))
 
 
 class PatchCoreModel(PatchModel):
@@ -190,7 +152,7 @@ class PatchCoreModel(PatchModel):
     ) -> None:
         super().__init__(features, smoothing_sigma, image_threshold, pixel_threshold, num_examples)
         self.save_hyperparameters(ignore=["features"])
-        self.coreset_fraction = check_fraction(coreset_fraction)
+        self.coreset_fraction = check_coreset_fraction(coreset_fraction)
         if projection_dim is not None and (isinstance(projection_dim, bool)
                                            or not isinstance(projection_dim, int) or projection_dim < 1):
             raise ConfigError(f"projection_dim must be an int >= 1 or null, got {projection_dim!r}")
@@ -203,11 +165,9 @@ class PatchCoreModel(PatchModel):
         self.search = search
         self.search_batch_size = search_batch_size
         self.seed = seed
-        # a buffer, so it follows the module to any device; saved by on_save_checkpoint
-        # because its size is only known after fitting
-        self.register_buffer("memory_bank", torch.empty(0, features.feature_dim), persistent=False)
+        self.register_head(memory_bank=torch.empty(0, features.feature_dim))
 
-    def fit_patches(self, features: Tensor) -> None:
+    def fit_patches(self, features: Tensor) -> dict[str, Tensor]:
         patches = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
         if patches.shape[0] < self.num_neighbours:
             raise ConfigError(
@@ -221,13 +181,7 @@ class PatchCoreModel(PatchModel):
                 f"coreset_fraction={self.coreset_fraction} keeps {bank.shape[0]} patches, fewer "
                 f"than num_neighbours={self.num_neighbours}"
             )
-        self.memory_bank = bank
-
-    def head_is_fitted(self) -> bool:
-        return self.memory_bank.shape[0] > 0
-
-    def head_state(self) -> dict[str, Tensor]:
-        return {"memory_bank": self.memory_bank}
+        return {"memory_bank": bank}
 
     def patch_scores(self, features: Tensor) -> Tensor:
         n, d, h, w = features.shape
@@ -269,11 +223,10 @@ class PadimModel(PatchModel):
         self.covariance_eps = float(covariance_eps)
         self.position_chunk = position_chunk
         d = features.feature_dim
-        # positions x D, positions x D x D; buffers (any device), saved by on_save_checkpoint
-        self.register_buffer("position_mean", torch.empty(0, d), persistent=False)
-        self.register_buffer("position_precision", torch.empty(0, d, d), persistent=False)
+        # positions x D, positions x D x D
+        self.register_head(position_mean=torch.empty(0, d), position_precision=torch.empty(0, d, d))
 
-    def fit_patches(self, features: Tensor) -> None:
+    def fit_patches(self, features: Tensor) -> dict[str, Tensor]:
         n, d, h, w = features.shape
         if n < 2:
             raise ConfigError(f"PaDiM needs at least 2 training normals for a covariance, got {n}")
@@ -287,14 +240,7 @@ class PadimModel(PatchModel):
             covariance = centred.transpose(1, 2) @ centred / (n - 1) + self.covariance_eps * eye
             # Cholesky, not a general inverse: the covariance is symmetric positive definite
             precisions.append(torch.cholesky_inverse(torch.linalg.cholesky(covariance)))
-        self.position_mean = mean.float()
-        self.position_precision = torch.cat(precisions).float()
-
-    def head_is_fitted(self) -> bool:
-        return self.position_mean.shape[0] > 0
-
-    def head_state(self) -> dict[str, Tensor]:
-        return {"position_mean": self.position_mean, "position_precision": self.position_precision}
+        return {"position_mean": mean.float(), "position_precision": torch.cat(precisions).float()}
 
     def patch_scores(self, features: Tensor) -> Tensor:
         n, d, h, w = features.shape

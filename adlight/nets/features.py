@@ -2,7 +2,7 @@
 
 Each maps [0, 1] images (N x C x H x W) to one vector per image (N x D) and says, in
 :meth:`cache_key`, everything that determines that vector, so extracted features can be
-cached on disk (see ``adlight/models/feature_cache.py``).
+cached on disk (see ``adlight/nets/feature_cache.py``).
 
 - :class:`TransferFeatures`: Andrews et al.'s transferred representations: the output of
   one or more layers of a pretrained :class:`~adlight.nets.backbones.Backbone` (the

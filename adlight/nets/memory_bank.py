@@ -1,35 +1,19 @@
 """Memory banks of normal patch features: greedy coreset selection and nearest-neighbour search.
 
-**Coreset.** PatchCore (Roth et al., 2022) keeps a subset of the training patches chosen by
-greedy k-center selection (Gonzalez's farthest-point rule) on a random projection of the
-features: each pick is the patch farthest from everything picked so far, so the subset
-covers the bank with the smallest radius the greedy rule can reach (at most twice the
-optimum). No library we depend on implements it (faiss, scikit-learn and torch do not), and
-the textbook loop (one pass over all N patches per pick, as anomalib 2.7.0's
-``KCenterGreedy`` does) costs 190 ms per pick on the 214k patches of MVTec bottle at 256 px
-on 2 CPU cores: about an hour for a 10% coreset. :func:`greedy_coreset` makes the *same*
-picks in rounds that are mostly matrix products:
+**Coreset.** PatchCore's greedy k-center selection (Gonzalez's farthest-point rule) on a
+random projection. No library we depend on implements it, and the textbook loop (one pass
+over all N patches per pick, as anomalib 2.7.0's ``KCenterGreedy``) takes about an hour for
+a 10% coreset of MVTec bottle at 256 px on 2 cores. :func:`greedy_coreset` makes the *same*
+picks in rounds of matrix products: pick greedily inside a pool of the farthest patches for
+as long as the best pool value beats the largest distance outside the pool (distances only
+shrink, so each such pick is the textbook one), then update all distances at once (5 s
+instead of about an hour on the same bank).
 
-1. take the ``pool_size`` patches with the largest distance to the picks so far, and tau,
-   the largest distance outside that pool;
-2. pick greedily inside the pool (the pool's pairwise distances are one small matrix
-   product), for as long as the best pool value is at least tau: distances only shrink,
-   so no patch outside the pool can be farther, and each of these picks is exactly the
-   one the textbook loop makes;
-3. update every patch's distance with all of the round's picks at once: one blocked
-   matrix product per round (measured on bottle at 256 px, fraction 0.1, 64-d projection:
-   31 rounds of about 690 picks, 5 s instead of about an hour).
-
-**Search.** The distance of a query patch to its k nearest bank patches comes from faiss
-(exact, ``IndexFlat``-style brute force with blocked BLAS) for tensors on the CPU; where
-faiss is not installed, scikit-learn's brute-force ``NearestNeighbors``; for tensors on an
-accelerator, blocked matrix products in torch on that device. Queries go in blocks of
-``batch_size`` rows, so memory stays bounded whatever the number of queries. Measured on 2
-cores, the 85k patches of bottle's validation and test images against a 21k-patch bank:
-faiss 3.6-4.4 s, torch 7.3-7.6 s, scikit-learn 8.8 s, equal to 6e-3. Distances are
-computed in float32: on the 2-core AVX2 machine of docs/results.md, bfloat16 matrix
-products were 7x slower than float32 (no native bf16 arithmetic), and float32's error on
-squared distances of order 100 was below 0.01.
+**Search.** k-nearest distances by faiss on the CPU (scikit-learn where faiss is missing),
+by blocked torch matrix products on accelerators; queries go in blocks so memory stays
+bounded. Measured on 2 cores, 85k queries against a 21k bank: faiss 3.6-4.4 s, torch
+7.3-7.6 s, scikit-learn 8.8 s. Distances are float32 (bfloat16 products were 7x slower on
+an AVX2 CPU, and float32's error on squared distances of order 100 was below 0.01).
 """
 
 from __future__ import annotations
@@ -41,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from adlight.checks import check_fraction
 from adlight.errors import ConfigError
 
 SearchBackend = Literal["auto", "faiss", "sklearn", "torch"]
@@ -52,11 +37,8 @@ except ImportError:  # pragma: no cover - exercised through backend="sklearn" in
     faiss = None
 
 
-def check_fraction(fraction: float) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
-            or not 0.0 < fraction <= 1.0:
-        raise ConfigError(f"coreset_fraction must be a number in (0, 1], got {fraction!r}")
-    return float(fraction)
+def check_coreset_fraction(fraction: object) -> float:
+    return check_fraction("coreset_fraction", fraction, zero=False, one=True)
 
 
 def random_projection(in_dim: int, out_dim: int, seed: int, device=None) -> Tensor:
@@ -113,7 +95,7 @@ def greedy_coreset(
         long tensor of indices into ``features``, in the order they were picked (so the
         first m of a coreset of size n are the coreset of size m).
     """
-    fraction = check_fraction(fraction)
+    fraction = check_coreset_fraction(fraction)
     if features.ndim != 2 or features.shape[0] == 0:
         raise ConfigError(f"a coreset needs an N x D tensor with N >= 1, got shape {tuple(features.shape)}")
     n = features.shape[0]
@@ -154,13 +136,6 @@ def greedy_coreset(
                           out=distance)
             distance[new] = -math.inf
     return torch.tensor(picks, dtype=torch.long, device=features.device)
-
-
-def coverage_radius(features: Tensor, coreset: Tensor, block_size: int = 2**19) -> float:
-    """Largest distance from a row of ``features`` to its nearest row of ``features[coreset]``."""
-    points = features.float()
-    d2 = _min_squared_distances(points, points.pow(2).sum(1), points[coreset], block_size)
-    return float(d2.max().sqrt())
 
 
 def resolve_backend(backend: SearchBackend, device: torch.device) -> str:

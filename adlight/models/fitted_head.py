@@ -1,0 +1,167 @@
+"""Models with a head fitted once on the features of all training normals (KDE, OCSVM, memory bank).
+
+:class:`FittedHeadMixin` owns the head's lifecycle: when it is fitted, where its state lives
+(registered buffers beside a persisted ``is_fitted``, so it loads with the weights through
+the ordinary state dict) and the refusal to test without it. :class:`FrozenFeaturesModule`
+adds what every model on a frozen feature extractor shares: nothing is learnt by gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from adlight.errors import ConfigError
+from adlight.models.base import AnomalyModule, ThresholdArg
+from adlight.models.training_normals import gather_training_features, is_last_epoch
+
+
+class FittedHeadMixin:
+    """For an :class:`AnomalyModule` whose head is fitted on features of the training normals.
+
+    A model calls :meth:`register_head` in ``__init__`` with its head's buffers (empty until
+    fitted) and implements :meth:`head_features` and :meth:`compute_head`; that is all.
+    During ``fit`` the head is fitted before every validation epoch (so the thresholds are
+    chosen for the head that will score the test set) and, when the last epoch ran no
+    validation, before its checkpoint is written. Under DDP every process fits it on the
+    features gathered from all processes (``adlight/models/training_normals.py``).
+    """
+
+    _head_names: tuple[str, ...] = ()
+    _head_fitted_at_step: int | None = None
+
+    def register_head(self, **buffers: Tensor) -> None:
+        """Register the head's buffers (their shapes may change when fitted) and ``is_fitted``."""
+        self.register_buffer("is_fitted", torch.tensor(False))
+        for name, value in buffers.items():
+            self.register_buffer(name, value)
+        self._head_names = tuple(buffers)
+
+    @property
+    def uses_fitted_head(self) -> bool:
+        """Whether this model (as configured) has a head: :meth:`register_head` was called."""
+        return "is_fitted" in self._buffers
+
+    # ----- what a model implements ------------------------------------------------------
+    def head_features(self, batch: dict) -> Tensor:
+        """Features of a batch of training normals (N x ...), for fitting the head."""
+        raise NotImplementedError
+
+    def compute_head(self, features: Tensor) -> dict[str, Tensor]:
+        """The head's buffers (name -> value) fitted on the features of all training normals."""
+        raise NotImplementedError
+
+    def check_saved_head(self, saved: dict[str, Tensor]) -> None:
+        """Refuse (ConfigError) a loaded head that does not belong to this configuration."""
+
+    def on_head_changed(self) -> None:
+        """Drop anything derived from the head's buffers (they were fitted or loaded)."""
+
+    # ----- fitting ----------------------------------------------------------------------
+    def fit_head(self, features: Tensor) -> None:
+        state = self.compute_head(features)
+        if set(state) != set(self._head_names):
+            raise RuntimeError(f"compute_head returned {sorted(state)}, the head has {sorted(self._head_names)}")
+        for name, value in state.items():
+            setattr(self, name, value.detach().to(self.is_fitted.device))
+        self.is_fitted.fill_(True)
+        self.on_head_changed()
+
+    def head_missing_in_sanity_check(self) -> bool:
+        """Lightning's sanity check validates before any head exists; its outputs are discarded."""
+        return not bool(self.is_fitted) and self._trainer is not None and self.trainer.sanity_checking
+
+    def require_fitted_head(self) -> None:
+        if not bool(self.is_fitted):
+            raise ConfigError(
+                f"{type(self).__name__}'s one-class head is not fitted: fit the model first "
+                "(adlight fit), or load a checkpoint written after fitting (--ckpt_path)"
+            )
+
+    def _fit_head_on_training_normals(self) -> None:
+        self.fit_head(gather_training_features(self.trainer, self))
+        self._head_fitted_at_step = self.trainer.global_step
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        self._head_fitted_at_step = None
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        if self.uses_fitted_head and not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            self._fit_head_on_training_normals()
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        # ModelCheckpoint saves in its on_train_epoch_end, which Lightning runs after this
+        # hook: when the last epoch ran no validation, fit now so the checkpoint holds the head
+        if self.uses_fitted_head and self._head_fitted_at_step != self.trainer.global_step \
+                and is_last_epoch(self.trainer):
+            self._fit_head_on_training_normals()
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        # validation every n epochs, or none: the last weights may still lack their head
+        if self.uses_fitted_head and self._head_fitted_at_step != self.trainer.global_step:
+            self._fit_head_on_training_normals()
+
+    def on_test_epoch_start(self) -> None:
+        if self.uses_fitted_head:
+            self.require_fitted_head()
+        super().on_test_epoch_start()
+
+    # ----- loading: the head's buffers take the saved shapes ------------------------------
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.uses_fitted_head and "is_fitted" not in checkpoint.get("state_dict", {}):
+            raise ConfigError(
+                f"this checkpoint has no fitted head for {type(self).__name__} (no 'is_fitted' in "
+                "its state_dict: written by an adlight that saved heads apart); refit with adlight fit"
+            )
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        saved = {name: state_dict[prefix + name] for name in self._head_names if prefix + name in state_dict}
+        if self.uses_fitted_head and bool(state_dict.get(prefix + "is_fitted", False)):
+            self.check_saved_head(saved)
+        for name, value in saved.items():
+            current = getattr(self, name)
+            setattr(self, name, torch.empty(value.shape, dtype=current.dtype, device=current.device))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if self.uses_fitted_head:
+            self.on_head_changed()
+
+
+class FrozenFeaturesModule(FittedHeadMixin, AnomalyModule):
+    """A head on a frozen feature extractor: nothing is learnt by gradient.
+
+    ``adlight fit`` runs training epochs whose steps only count (no optimiser), so that
+    ``global_step`` moves and ModelCheckpoint saves the fitted head. Under DDP,
+    ``adlight/strategies.py`` leaves such a parameter-free model unwrapped.
+    """
+
+    def __init__(self, image_threshold: ThresholdArg = "val_f1",
+                 pixel_threshold: ThresholdArg = "val_f1", num_examples: int = 4) -> None:
+        super().__init__(image_threshold, pixel_threshold, num_examples)
+        self.automatic_optimization = False
+
+    @property
+    def extractor(self) -> nn.Module:
+        """The frozen network the head's features come from."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.extractor.eval()  # frozen: BatchNorm keeps the pretrained statistics
+        return self
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        # Lightning counts global_step in optimizer steps and ModelCheckpoint skips saving
+        # while it is 0: count each batch seen as one step
+        self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_completed()
+
+    def configure_optimizers(self):
+        return None

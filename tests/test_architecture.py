@@ -1,0 +1,99 @@
+"""The layers of docs/architecture.md, checked on every import in the package.
+
+Each rule names a layer and the adlight packages it must not import (at module level or
+inside a function: a deferred import is still a dependency). A new module that breaks a
+rule fails here with the file, the line and the import.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "adlight"
+
+#: layer (a package or module under adlight/) -> adlight modules it must not import
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    # plain torch: built from its config alone, exportable, no loops and no data
+    "nets": ("data", "models", "callbacks", "metrics", "cli", "sweep", "tracking", "strategies",
+             "results", "report_page"),
+    # data knows no model: a datamodule turns files into batches
+    "data": ("nets", "models", "callbacks", "metrics", "cli", "sweep", "tracking", "strategies",
+             "results", "report_page"),
+    # metrics are functions of scores and labels
+    "metrics": ("nets", "data", "models", "callbacks", "cli", "sweep", "tracking", "report_page"),
+    # gathering one epoch's outputs across processes: part of the metrics layer
+    "epoch_outputs": ("nets", "data", "models", "callbacks", "cli", "sweep", "tracking", "report_page"),
+    # composing config files is YAML work, before any class is built
+    "config_files": ("nets", "data", "models", "callbacks", "metrics", "sweep", "report_page"),
+    # what a test hands to callbacks: plain data
+    "results": ("nets", "data", "models", "callbacks", "cli", "sweep", "report_page"),
+    # models turn batches into scores; callbacks are attached by the trainer, not imported
+    "models": ("data", "callbacks", "cli", "sweep", "tracking", "report_page"),
+    # callbacks read test results through adlight.results (the Frechet callback reads the
+    # training normals through adlight.models.training_normals); never data or the CLI
+    "callbacks": ("data", "cli", "sweep"),
+    # the results page is built from files and plain data
+    "report_page": ("nets", "data", "models", "callbacks", "cli", "sweep", "strategies"),
+    # the sweep launches `adlight` runs; the CLI may offer the sweep, not the other way round
+    "sweep": ("cli",),
+    "errors": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep"),
+    "checks": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep"),
+}
+
+
+def _layer(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def _adlight_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level adlight module) for every import of adlight in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+            if node.module == "adlight":
+                names = [f"adlight.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "adlight" and len(parts) > 1:
+                found.append((node.lineno, parts[1]))
+    return found
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_module_imports_only_what_its_layer_may(path: Path) -> None:
+    forbidden = FORBIDDEN.get(_layer(path), ())
+    wrong = [f"{path.relative_to(PACKAGE.parent)}:{line} imports adlight.{module}"
+             for line, module in _adlight_imports(path) if module in forbidden]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_rules_see_real_imports(tmp_path: Path) -> None:
+    """The parser finds module-level, deferred and `from adlight import x` imports."""
+    source = tmp_path / "probe.py"
+    source.write_text(
+        "import adlight.models.base\n"
+        "from adlight.callbacks import report\n"
+        "from adlight import data\n"
+        "def f():\n    from adlight.cli import main\n"
+        "from .local import thing\n"
+    )
+    assert _adlight_imports(source) == [(1, "models"), (2, "callbacks"), (3, "data"), (5, "cli")]
+
+
+def test_every_layer_on_disk_has_a_rule() -> None:
+    layers = {_layer(path) for path in MODULES} - {"__init__", "__main__"}
+    # the wiring layer (cli) and small leaves that import only torch/Lightning need no rule
+    unruled = layers - set(FORBIDDEN) - {"cli", "losses", "strategies", "tracking"}
+    assert not unruled, f"add a rule to FORBIDDEN (and docs/architecture.md) for: {sorted(unruled)}"
