@@ -13,6 +13,9 @@
 - **feature taps** (:meth:`Backbone.taps`): the outputs of named layers (any module name
   such as ``blocks.4``, or ``pre_logits`` / ``logits``), computed in one forward pass that
   stops at the deepest layer asked for.
+
+Over 300 lines because the three weight sources share one checked copy-by-shape loader and
+the error messages that name a wrong file or architecture; apart, each would repeat it.
 """
 
 from __future__ import annotations
