@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from adlight.checks import check_fraction
-from adlight.data import DigitsDataModule
+from adlight.data import DigitsDataModule, LoaderOptions
 from adlight.errors import ConfigError
 from adlight.models.fitted_head import FrozenFeaturesModule
 from adlight.nets import RawPixels
@@ -49,7 +49,7 @@ def trainer(tmp_path, **kwargs) -> L.Trainer:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("fitted")
-    data = DigitsDataModule(normal_digits=[0], image_size=8, batch_size=16)
+    data = DigitsDataModule(normal_digits=[0], image_size=8, loader=LoaderOptions(batch_size=16))
     model = DistanceToMean(RawPixels(size=8, unit_length=False))
     fit_trainer = trainer(tmp_path)
     fit_trainer.fit(model, datamodule=data)

@@ -401,7 +401,7 @@ def test_every_gan_config_fits_and_tests_through_the_cli(mvtec_root, tmp_path):
     run = tmp_path / "ae_generated"
     main(["fit", f"--config={configs['wilmet/mvtec_ae_l2_generated.yaml']}",
           f"--data.datamodule.root={mvtec_root}", f"--data.datamodule.image_size={SIZE}",
-          "--data.datamodule.batch_size=4", f"--data.generator_file={generator_file}",
+          "--data.datamodule.loader.batch_size=4", f"--data.generator_file={generator_file}",
           "--data.num_images=6", f"--model.network.init_args.image_size={SIZE}", *common(run)])
     run_dir = only_run_dir(run)
     report = json.loads((run_dir / "metrics.json").read_text())

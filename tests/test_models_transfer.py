@@ -31,7 +31,7 @@ def trainer(tmp_path=None, epochs=1, **kwargs):
 def digits(**kwargs):
     kwargs.setdefault("normal_digits", [0])
     kwargs.setdefault("image_size", 16)
-    kwargs.setdefault("batch_size", 64)
+    kwargs.setdefault("loader", LoaderOptions(batch_size=64))
     return DigitsDataModule(**kwargs)
 
 
