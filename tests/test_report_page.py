@@ -148,6 +148,10 @@ def test_run_directory_has_the_page_and_results_matching_metrics_json(runs):
         assert found[key] == report[f"image_{key}"], key
     for im in data["images"]:
         assert all((run / im[k]).is_file() for k in ("image", "overlay", "predicted"))
+    # the PRO curve behind the report's AUPRO: from (0, 0) up to every region covered
+    pro = data["curves"]["pro"]
+    assert pro[0] == [0.0, 0.0] and pro[-1] == [1.0, 1.0] and "pixel_AUPRO" in report
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(pro, pro[1:], strict=False))
 
 
 def test_compare_matches_images_by_path_and_links_each_runs_maps(runs, tmp_path):

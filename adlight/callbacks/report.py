@@ -176,7 +176,10 @@ class TestReport(Callback):
         for key, value in report.items():
             if isinstance(value, dict) or key in ("model", "checkpoint"):
                 continue
-            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            if isinstance(value, list):  # an interval
+                shown = "[" + ", ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in value) + "]"
+            else:
+                shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             table.add_row(key, shown)
         console = Console()
         console.print(table)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import binary_precision_recall_curve
 
-from adlight.metrics import binary_labels, has_both_classes, rescale_unit, roc_curve
+from adlight.metrics import binary_labels, has_both_classes, pro_curve, rescale_unit, roc_curve
 
 #: what the page calls an image without an anomaly class
 NORMAL = "normal"
@@ -84,8 +84,7 @@ def _thin(xs: Tensor, ys: Tensor) -> list[list[float]]:
 
 def curves(scores: Tensor, labels: Tensor) -> dict[str, list[list[float]]]:
     """ROC (``[fpr, tpr]``) and precision-recall (``[recall, precision]``) points; empty
-    without both classes (no curve to draw). The map from the PRO curve is not here: adlight
-    does not compute PRO yet."""
+    without both classes (no curve to draw)."""
     labels = binary_labels(labels)
     if not has_both_classes(labels):
         return {"roc": [], "pr": []}
@@ -95,11 +94,23 @@ def curves(scores: Tensor, labels: Tensor) -> dict[str, list[list[float]]]:
     return {"roc": _thin(fpr, tpr), "pr": _thin(recall.flip(0), precision.flip(0))}
 
 
+def pro_points(anomaly_maps: Tensor | None, masks: Tensor | None) -> list[list[float]]:
+    """The per-region-overlap curve (``[fpr, pro]``, :func:`adlight.metrics.pro_curve`), whose
+    area up to FPR 0.3 is the report's AUPRO; empty without maps or defect regions."""
+    if anomaly_maps is None or masks is None:
+        return []
+    try:
+        return _thin(*pro_curve(anomaly_maps, masks))
+    except ValueError:  # no anomalous region or no normal pixel: no curve
+        return []
+
+
 def page_data(
     report: dict[str, Any],
     rows: list[dict[str, Any]],
     files: list[dict[str, str]] | None = None,
     title: str = "adlight test report",
+    pro: list[list[float]] | None = None,
 ) -> dict[str, Any]:
     """Everything the run page shows, JSON-ready (also written as ``results.json``).
 
@@ -120,6 +131,6 @@ def page_data(
             for level in ("image", "pixel")
         },
         "classes": classes,
-        "curves": curves(scores, labels) if rows else {"roc": [], "pr": []},
+        "curves": {**(curves(scores, labels) if rows else {"roc": [], "pr": []}), "pro": pro or []},
         "images": images,
     })

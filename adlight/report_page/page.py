@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
-from adlight.report_page.data import image_rows, page_data
+from adlight.report_page.data import image_rows, page_data, pro_points
 from adlight.report_page.thumbnails import map_range, write_image_files
 
 PAGE_NAME = "report.html"
@@ -82,7 +82,7 @@ def build_run_page(
             anomaly_maps[i] if anomaly_maps is not None else None,
             masks[i] if masks is not None else None, colours, pixel_threshold)
         files.append({kind: f"{folder.name}/{name}" for kind, name in written.items()})
-    data = page_data(report, rows, files, title=f"adlight test report: {report.get('model', '')}".strip(": "))
+    data = page_data(report, rows, files, pro=pro_points(anomaly_maps, masks), title=f"adlight test report: {report.get('model', '')}".strip(": "))
     free_path(directory / RESULTS_NAME).write_text(json.dumps(data, allow_nan=False) + "\n")
     page = free_path(directory / PAGE_NAME)
     page.write_text(render(data, "run.js"), encoding="utf-8")

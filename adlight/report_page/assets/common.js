@@ -24,6 +24,7 @@ function svg(tag, attrs) {
 
 function fmt(value) {
   if (value === null || value === undefined) return "–";
+  if (Array.isArray(value)) return `[${value.map(fmt).join(", ")}]`;  // an interval
   if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toFixed(4);
   return String(value);
 }

@@ -14,7 +14,7 @@
   const skip = new Set(["per_class", "per_class_image_AUROC", "model", "checkpoint"]);
   // thresholds have their own table, with their sources
   const scalar = Object.entries(report).filter(([k, v]) => !skip.has(k) && !/_threshold(_source)?$/.test(k) &&
-    (v === null || typeof v !== "object"));
+    (v === null || typeof v !== "object" || Array.isArray(v)));
   app.append(el("h2", { text: "Metrics" }),
     el("div", { class: "columns" }, [
       table("test split, at the thresholds below", ["metric", "value"], scalar),
@@ -59,8 +59,13 @@
   const roc = lineChart("ROC curve", DATA.curves.roc, "false-positive rate", "true-positive rate", true);
   const pr = lineChart("Precision-recall curve", DATA.curves.pr, "recall", "precision", false);
   const hist = histogram(images, classes, valT, 30);
-  app.append(el("h2", { text: "Curves" }), el("div", { class: "charts" }, [roc.figure, pr.figure, hist.figure]),
-    el("p", { class: "muted", text: "Red dot: the slider's threshold. PRO is not computed by adlight yet." }));
+  const charts = [roc.figure, pr.figure];
+  if ((DATA.curves.pro || []).length) {
+    charts.push(lineChart("Per-region overlap (AUPRO: the area up to FPR 0.3)", DATA.curves.pro,
+      "false-positive rate (pixels)", "mean overlap of defect regions", false).figure);
+  }
+  app.append(el("h2", { text: "Curves" }), el("div", { class: "charts" }, [...charts, hist.figure]),
+    el("p", { class: "muted", text: "Red dot: the slider's threshold (ROC and precision-recall)." }));
 
   // ---- gallery ----------------------------------------------------------------------
   const outcomeBoxes = {};

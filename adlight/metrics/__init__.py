@@ -1,0 +1,50 @@
+"""Anomaly metrics: primitives on torchmetrics (:mod:`.core`), the test report
+(:mod:`.evaluation`), AUPRO (:mod:`.pro`) and bootstrap intervals (:mod:`.bootstrap`)."""
+
+from adlight.epoch_outputs import EpochCollector, EpochOutputs
+from adlight.metrics.core import (
+    THRESHOLD_MODES,
+    auroc,
+    average_precision,
+    binary_labels,
+    binned_precision_recall_curve,
+    f1_curve,
+    f1_optimal_threshold,
+    has_both_classes,
+    parse_threshold,
+    rescale_unit,
+    roc_curve,
+    threshold_metrics,
+)
+from adlight.metrics.evaluation import (
+    ALL_CLASSES,
+    AUPRO_FPR_LIMIT,
+    evaluate,
+    nu_sweep_auroc,
+    per_class_metrics,
+)
+from adlight.metrics.pro import aupro, pro_curve
+
+__all__ = [
+    "ALL_CLASSES",
+    "AUPRO_FPR_LIMIT",
+    "THRESHOLD_MODES",
+    "EpochCollector",
+    "EpochOutputs",
+    "aupro",
+    "auroc",
+    "average_precision",
+    "binary_labels",
+    "binned_precision_recall_curve",
+    "evaluate",
+    "f1_curve",
+    "f1_optimal_threshold",
+    "has_both_classes",
+    "nu_sweep_auroc",
+    "parse_threshold",
+    "per_class_metrics",
+    "pro_curve",
+    "rescale_unit",
+    "roc_curve",
+    "threshold_metrics",
+]
