@@ -19,8 +19,9 @@ from pathlib import Path
 
 from adlight.checks import check_fraction
 from adlight.data.base import AnomalyDataModule, SplitDatasets
-from adlight.data.datasets import Sample, check_mask_sizes
+from adlight.data.datasets import Sample
 from adlight.data.images import IMAGE_EXTENSIONS, list_images
+from adlight.data.masks import check_masks
 from adlight.data.splits import check_abnormal_train_fraction
 from adlight.data.splits.fractions import hold_out_normals, test_derived_validation
 from adlight.errors import DataError
@@ -127,7 +128,7 @@ class FolderDataModule(AnomalyDataModule):
             name = rel.parts[0] if len(rel.parts) > 1 else ABNORMAL_CLASS
             m = masks.get(f)
             pool.append(Sample(str(f), 1, class_names.index(name), None if m is None else str(m)))
-        check_mask_sizes(pool)
+        check_masks(pool)
         train, val, test = test_derived_validation(
             train, pool, self.val_fraction, self.abnormal_train_fraction, self.seed
         )
