@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from adlight.checks import check_int, check_seed
@@ -211,8 +212,21 @@ class AnomalyDataModule(L.LightningDataModule):
             splits = self._build_splits()
             if len(splits.train) == 0:
                 raise DataError(f"{type(self).__name__}: no training images after splitting")
+            self._warn_one_class_val(splits.val)
             self._splits = splits
         return self._splits
+
+    def _warn_one_class_val(self, val: Dataset | None) -> None:
+        """Say which class a validation split lacks: thresholds need both (``val_f1``)."""
+        labels = {r[1] for r in val.rows()} if val is not None else set()
+        if len(labels) != 1:
+            return
+        missing, present = ("anomalous", "normal") if labels == {0} else ("normal", "anomalous")
+        rank_zero_warn(
+            f"{type(self).__name__}: the validation split has no {missing} images (only "
+            f"{len(val)} {present} ones), so no F1-optimal threshold can be chosen on it; give "
+            f"it {missing} images or use fixed image_threshold/pixel_threshold values"
+        )
 
     def _file_splits(self, train: list[Sample], val: list[Sample], test: list[Sample],
                      class_names: list[str], has_masks: bool) -> SplitDatasets:
