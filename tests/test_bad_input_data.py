@@ -290,11 +290,12 @@ def _tiny(root: Path, run_dir: Path) -> list[str]:
             f"--trainer.default_root_dir={run_dir}", "--trainer.enable_progress_bar=false"]
 
 
-def _predict(bad: list[str], strict: bool = False):
+def _predict(bad: list[str], strict: bool = False, workers: int = 0, good: int = 5):
     def build(tmp: Path, checkpoint: Path):
         folder = tmp / "in"
+        folder.mkdir()
         rng = np.random.default_rng(3)
-        for i in range(5):
+        for i in range(good):
             _save(folder / f"{i:03d}.png", normal_image(SIZE, rng))
         for name in bad:
             (folder / name).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
@@ -302,14 +303,15 @@ def _predict(bad: list[str], strict: bool = False):
                                size=SIZE)
         argv = ["predict", f"--config={CONFIG}", *_tiny(root, tmp / "run"),
                 f"--data.predict_dir={folder}", f"--ckpt_path={checkpoint}",
-                f"--data.strict_predict={str(strict).lower()}"]
+                f"--data.strict_predict={str(strict).lower()}",
+                f"--data.loader.num_workers={workers}"]
 
         def run() -> None:
             main(argv)
-            if strict:
+            if strict or not good:
                 return
             rows = list(csv.DictReader(next((tmp / "run").rglob("scores.csv")).open()))
-            assert len(rows) == 5 + len(bad)
+            assert len(rows) == good + len(bad)
             errors = {Path(r["path"]).name: r["error"] for r in rows if r["error"]}
             assert sorted(errors) == sorted(bad)
             assert all(name in errors[name] and not r for name in bad
@@ -362,6 +364,10 @@ CASES = [
     Case("predict_skips_a_whole_batch_of_undecodable_images",
          _predict(["003_bad.png", "003_bad2.png", "004_bad.png"]), 0, "cannot decode image",
          cli=True),
+    Case("predict_skips_an_undecodable_image_read_by_a_worker",
+         _predict(["001_bad.png"], workers=1), 0, "cannot decode image", cli=True),
+    Case("predict_with_no_decodable_image_is_one_line",
+         _predict(["a.png", "b.png", "c.png"], good=0), 2, cli=True),
     Case("strict_predict_stops_at_an_undecodable_image", _predict(["002_bad.png"], strict=True),
          2, cli=True),
 ]
