@@ -307,8 +307,11 @@ def _predict(bad: list[str], strict: bool = False, workers: int = 0, good: int =
                 f"--data.loader.num_workers={workers}"]
 
         def run() -> None:
-            main(argv)
-            if strict or not good:
+            try:
+                main(argv)
+            finally:  # strict: stopped at setup, before the writer made predictions/
+                assert not strict or not list((tmp / "run").rglob("scores.csv"))
+            if not good:
                 return
             rows = list(csv.DictReader(next((tmp / "run").rglob("scores.csv")).open()))
             assert len(rows) == good + len(bad)

@@ -175,7 +175,8 @@ class AnomalyDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------- lightning hooks
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.predict_dir is not None:
-            _ = self.predict_dataset
+            if self.strict_predict:
+                self.predict_dataset.check_decodable()
             return
         self._ensure_splits()
         self._write_split_csv()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from torch.utils.data import DataLoader, default_collate
 
 from adlight.data.datasets import ImageFileDataset, Sample
+from adlight.data.images import open_image
 from adlight.errors import DataError
 
 #: batch key: ``[{"path": ..., "error": ...}]`` of the files of this batch that could not be read
@@ -30,6 +32,11 @@ class PredictImageDataset(ImageFileDataset):
                  strict: bool = False) -> None:
         super().__init__(samples, None, channels, has_masks=False, resize=resize)
         self.strict = bool(strict)
+
+    def check_decodable(self) -> None:
+        """Decode every file once, so that (strict) a bad one stops the run before any output."""
+        for s in self.samples:
+            open_image(Path(s.path), "image")
 
     def __getitem__(self, index: int) -> dict:
         try:
