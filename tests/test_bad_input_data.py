@@ -267,6 +267,38 @@ def _val_without(missing: str):
     return build
 
 
+def _root_is_a_category(tmp: Path):
+    root = _mvtec(tmp) / "bottle"
+    return _setup(lambda: MVTecDataModule(root, category="bottle")), [
+        str(root.parent), "looks like a category folder"]
+
+
+def _upper_case_mask_extension(tmp: Path):
+    root = _mvtec(tmp)
+    for mask in (root / "bottle" / "ground_truth" / "scratch").iterdir():
+        mask.rename(mask.with_suffix(".PNG"))
+    return _check_setup(lambda: MVTecDataModule(root, image_size=SIZE), ["good", "scratch"], 2), []
+
+
+def _corrupt_mask(tmp: Path):
+    root = _mvtec(tmp)
+    mask = root / "bottle" / "ground_truth" / "scratch" / "000_mask.png"
+    mask.write_bytes(mask.read_bytes()[:40])
+    return _setup(lambda: MVTecDataModule(root, image_size=SIZE)), [str(mask), "cannot decode mask"]
+
+
+def _jpeg_masks(tmp: Path):
+    dirs = make_folder_tree(tmp / "in", n_normal=6, abnormal=3, size=SIZE, masks=True)
+    first = None
+    for mask in sorted(dirs["mask_dir"].glob("*.png")):
+        Image.open(mask).save(mask.with_suffix(".jpg"), quality=75)
+        mask.unlink()
+        first = first or mask.with_suffix(".jpg")
+    dm = lambda: FolderDataModule(*(str(dirs[k]) for k in ("normal_dir", "abnormal_dir", "mask_dir")),  # noqa: E731
+                                  mask_suffix="_mask", image_size=SIZE)
+    return _setup(dm), [str(first)]
+
+
 def _strict_not_bool(tmp: Path):
     root = _mvtec(tmp)
     return _setup(lambda: MVTecDataModule(root, strict_predict="yes")), ["strict_predict", "'yes'"]
@@ -362,6 +394,10 @@ CASES = [
     Case("visa_converted_category_works", _layout(_visa_converted, "candle", "bad"), 0),
     Case("mvtec_3d_ad_missing_gt_names_image_and_mask", _missing_3d_mask, 2),
     Case("strict_predict_not_a_bool", _strict_not_bool, 2),
+    Case("mvtec_root_is_a_category_folder", _root_is_a_category, 2),
+    Case("mvtec_mask_with_upper_case_extension_works", _upper_case_mask_extension, 0),
+    Case("truncated_mask_names_the_mask", _corrupt_mask, 2),
+    Case("jpeg_masks_warn_about_their_values", _jpeg_masks, 0, "more than two distinct values"),
     Case("predict_skips_one_undecodable_image", _predict(["002_bad.png"]), 0,
          "cannot decode image", cli=True),
     Case("predict_skips_a_whole_batch_of_undecodable_images",

@@ -27,7 +27,7 @@ from pathlib import Path
 from adlight.checks import check_fraction
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import Sample
-from adlight.data.images import IMAGE_EXTENSIONS, list_images
+from adlight.data.images import list_images
 from adlight.data.masks import check_masks
 from adlight.data.splits import check_abnormal_train_fraction
 from adlight.data.splits.fractions import test_derived_validation
@@ -168,6 +168,12 @@ class MVTecDataModule(AnomalyDataModule):
                 f"MVTec AD root {self.root} does not exist; pass download=True to fetch the "
                 f"dataset from {self.url}, or set root to the folder holding the category folders"
             )
+        if not self.category_dir.is_dir() and (self.root / "train" / "good").is_dir():
+            raise DataError(
+                f"category folder {self.category_dir} does not exist, and root {self.root} "
+                f"looks like a category folder itself; set root to {self.root.parent} and "
+                f"category to {self.root.name!r}"
+            )
         if not self.category_dir.is_dir():
             present = sorted(p.name for p in self.root.iterdir()
                              if p.is_dir() and not p.name.startswith("."))
@@ -188,24 +194,37 @@ class MVTecDataModule(AnomalyDataModule):
                 )
 
     def _mask_of(self, image: Path, defect: str) -> Path:
-        """The mask of an anomalous test image, in whichever of the layouts' places it is."""
-        cat, stem = self.category_dir, image.stem
-        if self._rgb_subfolder:  # 3D-AD: test/<defect>/gt/<same name>
-            candidates = [image.parent.parent / "gt" / image.name]
-        else:  # MVTec AD, converted VisA (same stem), MVTec AD 2 (inside test_public)
-            folders = [cat / "ground_truth" / defect, self._test_dir / "ground_truth" / defect]
-            candidates = [f / f"{name}{ext}" for f in folders for name in (f"{stem}_mask", stem)
-                          for ext in (".png", *IMAGE_EXTENSIONS)]
-        for c in candidates:
-            if c.is_file():
-                return c
-        raise DataError(f"anomalous test image {image} has no mask: expected {candidates[0]}")
+        """The mask of an anomalous test image, in whichever of the layouts' places it is.
+
+        Any image extension, in any case: ``<stem>_mask.*`` (MVTec AD, AD 2) or ``<stem>.*``
+        (converted VisA; 3D-AD's ``gt`` folder beside the ``rgb`` one).
+        """
+        if self._rgb_subfolder:
+            folders = [image.parent.parent / "gt"]
+        else:
+            folders = [self.category_dir / "ground_truth" / defect,
+                       self._test_dir / "ground_truth" / defect]
+        for folder in folders:
+            by_stem = self._masks_in(folder)
+            for stem in (f"{image.stem}_mask", image.stem):
+                if stem in by_stem:
+                    return by_stem[stem]
+        expected = folders[0] / (image.name if self._rgb_subfolder else f"{image.stem}_mask.png")
+        raise DataError(f"anomalous test image {image} has no mask: expected {expected}")
+
+    def _masks_in(self, folder: Path) -> dict[str, Path]:
+        """Image files directly in ``folder`` by stem (listed once per folder)."""
+        if folder not in self._mask_index:
+            self._mask_index[folder] = {p.stem: p for p in (
+                list_images(folder, recursive=False) if folder.is_dir() else [])}
+        return self._mask_index[folder]
 
     def _images(self, folder: Path) -> list[Path]:
         return list_images(folder / self._rgb_subfolder) if (folder / self._rgb_subfolder).is_dir() else []
 
     def _build_splits(self) -> SplitDatasets:
         self._check_layout()
+        self._mask_index: dict[Path, dict[str, Path]] = {}
         train_dir = self.category_dir / "train" / "good"
         train_files = self._images(train_dir)
         if not train_files:
