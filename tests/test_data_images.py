@@ -281,3 +281,10 @@ def test_one_seeding_rule_takes_negative_seeds_and_keeps_int_seeds_as_numpy_has_
     assert seeded_rng(-2).random() != seeded_rng(2).random()
     a, b = stratified_split([0, 0, 1, 1, 1, 2], [0.5, 0.5], seed=-2)
     assert sorted(a + b) == list(range(6))
+
+
+def test_an_image_over_pils_pixel_limit_is_a_data_error_naming_it(tmp_path, monkeypatch):
+    p = _png(tmp_path / "huge.png", normal_image(16, np.random.default_rng(0)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 256 pixels: over twice the limit
+    with pytest.raises(DataError, match=re.escape(str(p)) + ".*DecompressionBombError"):
+        load_image(p)

@@ -64,7 +64,7 @@ def open_image(path: Path, what: str) -> Image.Image:
         img.load()  # decode now so truncated files fail here, with the path
     except FileNotFoundError:
         raise DataError(f"cannot decode {what} {path}: file does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot decode {what} {path}: {type(e).__name__}: {e}") from e
     return img
 
@@ -116,7 +116,7 @@ def image_size_of(path: str | os.PathLike, what: str = "image") -> tuple[int, in
             return img.size
     except FileNotFoundError:
         raise DataError(f"cannot decode {what} {path}: file does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot decode {what} {path}: {type(e).__name__}: {e}") from e
 
 
