@@ -175,8 +175,9 @@ class AnomalyDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------- lightning hooks
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.predict_dir is not None:
+            dataset = self.predict_dataset  # lists the folder: a bad predict_dir fails here
             if self.strict_predict:
-                self.predict_dataset.check_decodable()
+                dataset.check_decodable()
             return
         self._ensure_splits()
         self._write_split_csv()
