@@ -91,11 +91,11 @@ def test_missing_image_raises_data_error(tmp_path):
 def test_load_mask_binarises_0_255_and_0_1_masks(tmp_path):
     m255 = np.zeros((6, 6), dtype=np.uint8)
     m255[1:3, 1:3] = 255
-    m255[5, 5] = 40  # anti-aliasing noise below the cut
+    m255[5, 5] = 40  # any non-zero value is a defect (docs/contracts.md), also a faint one
     m = load_mask(_png(tmp_path / "m255.png", m255))
     assert m.shape == (1, 6, 6) and m.dtype == torch.float32
-    assert set(m.unique().tolist()) == {0.0, 1.0} and m.sum().item() == 4
-    m01 = (m255 == 255).astype(np.uint8)  # stored as 0/1
+    assert set(m.unique().tolist()) == {0.0, 1.0} and m.sum().item() == 5
+    m01 = (m255 != 0).astype(np.uint8)  # stored as 0/1
     assert torch.equal(load_mask(_png(tmp_path / "m01.png", m01)), m)
 
 
@@ -281,3 +281,10 @@ def test_one_seeding_rule_takes_negative_seeds_and_keeps_int_seeds_as_numpy_has_
     assert seeded_rng(-2).random() != seeded_rng(2).random()
     a, b = stratified_split([0, 0, 1, 1, 1, 2], [0.5, 0.5], seed=-2)
     assert sorted(a + b) == list(range(6))
+
+
+def test_an_image_over_pils_pixel_limit_is_a_data_error_naming_it(tmp_path, monkeypatch):
+    p = _png(tmp_path / "huge.png", normal_image(16, np.random.default_rng(0)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 256 pixels: over twice the limit
+    with pytest.raises(DataError, match=re.escape(str(p)) + ".*DecompressionBombError"):
+        load_image(p)

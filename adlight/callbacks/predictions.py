@@ -24,7 +24,7 @@ class PredictionWriter(BasePredictionWriter):
     mask at the pixel threshold.
     """
 
-    COLUMNS = ("path", "score", "prediction", "anomaly_map", "map_max", "defect_mask")
+    COLUMNS = ("path", "score", "prediction", "anomaly_map", "map_max", "defect_mask", "error")
 
     def __init__(self, map_max: float | None = None) -> None:
         super().__init__(write_interval="batch")
@@ -65,6 +65,8 @@ class PredictionWriter(BasePredictionWriter):
                     Image.fromarray(mask).save(mask_path)
                     row["defect_mask"] = mask_path.name
             rows.append(row)
+        # files the predict loader could not decode: listed with their error, not scored
+        rows += [{"path": bad["path"], "error": bad["error"]} for bad in batch.get("unreadable", ())]
         with self._csv_path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.COLUMNS)
             for row in rows:

@@ -12,8 +12,9 @@ from adlight.data.driving import DRIVING_BEHAVIOURS, DrivingDistractionDataModul
 from adlight.data.folder import FolderDataModule
 from adlight.data.generated import WithGeneratedNormals
 from adlight.data.ham10000 import HAM10000_DIAGNOSES, HAM10000DataModule
-from adlight.data.images import IMAGE_EXTENSIONS, list_images, load_image, load_mask
+from adlight.data.images import IMAGE_EXTENSIONS, list_images, load_image
 from adlight.data.loader import LoaderOptions
+from adlight.data.masks import load_mask
 from adlight.data.mvtec import MVTEC_CATEGORIES, MVTEC_URL, MVTecDataModule
 from adlight.data.splits import stratified_split
 from adlight.data.table import TableDataModule

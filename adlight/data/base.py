@@ -16,12 +16,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from adlight.checks import check_int, check_seed
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.images import list_images
 from adlight.data.loader import LoaderOptions
+from adlight.data.predict import PredictImageDataset, PredictLoader, collate_readable
 from adlight.data.transforms import eval_transform
 from adlight.errors import DataError
 
@@ -52,6 +54,9 @@ class AnomalyDataModule(L.LightningDataModule):
         seed: seeds every split, so the same seed gives the same split on every process.
         predict_dir: when given, ``predict_dataloader`` yields every image file under this
             folder (recursively, sorted, ``label`` and ``class_id`` -1) instead of the test split.
+            A file that cannot be decoded is skipped with a warning and listed under
+            ``unreadable`` in its batch (:mod:`adlight.data.predict`).
+        strict_predict: stop at the first predict file that cannot be decoded instead.
         loader: batch size, workers, image cache and train-only augmentations.
     """
 
@@ -61,6 +66,7 @@ class AnomalyDataModule(L.LightningDataModule):
         channels: int = 3,
         seed: int = 0,
         predict_dir: str | None = None,
+        strict_predict: bool = False,
         loader: LoaderOptions = LoaderOptions(),  # noqa: B008 (frozen: shared safely)
     ) -> None:
         super().__init__()
@@ -73,6 +79,9 @@ class AnomalyDataModule(L.LightningDataModule):
         self._channels = channels
         self.seed = check_seed("seed", seed, DataError)
         self.predict_dir = None if predict_dir is None else str(predict_dir)
+        if not isinstance(strict_predict, bool):
+            raise DataError(f"strict_predict must be true or false, got {strict_predict!r}")
+        self.strict_predict = strict_predict
         self._splits: SplitDatasets | None = None
         self._predict_set: Dataset | None = None
 
@@ -166,7 +175,9 @@ class AnomalyDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------- lightning hooks
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.predict_dir is not None:
-            _ = self.predict_dataset
+            dataset = self.predict_dataset  # lists the folder: a bad predict_dir fails here
+            if self.strict_predict:
+                dataset.check_decodable()
             return
         self._ensure_splits()
         self._write_split_csv()
@@ -190,7 +201,12 @@ class AnomalyDataModule(L.LightningDataModule):
         return self._loader(ds, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_dataset, shuffle=False)
+        ds = self.predict_dataset
+        if isinstance(ds, PredictImageDataset):
+            return PredictLoader(ds, batch_size=self.batch_size, shuffle=False,
+                                 num_workers=self.num_workers, collate_fn=collate_readable,
+                                 pin_memory=torch.cuda.is_available())
+        return self._loader(ds, shuffle=False)
 
     # ----------------------------------------------------------------- internals
     def _ensure_splits(self) -> SplitDatasets:
@@ -198,8 +214,21 @@ class AnomalyDataModule(L.LightningDataModule):
             splits = self._build_splits()
             if len(splits.train) == 0:
                 raise DataError(f"{type(self).__name__}: no training images after splitting")
+            self._warn_one_class_val(splits.val)
             self._splits = splits
         return self._splits
+
+    def _warn_one_class_val(self, val: Dataset | None) -> None:
+        """Say which class a validation split lacks: thresholds need both (``val_f1``)."""
+        labels = {r[1] for r in val.rows()} if val is not None else set()
+        if len(labels) != 1:
+            return
+        missing, present = ("anomalous", "normal") if labels == {0} else ("normal", "anomalous")
+        rank_zero_warn(
+            f"{type(self).__name__}: the validation split has no {missing} images (only "
+            f"{len(val)} {present} ones), so no F1-optimal threshold can be chosen on it; give "
+            f"it {missing} images or use fixed image_threshold/pixel_threshold values"
+        )
 
     def _file_splits(self, train: list[Sample], val: list[Sample], test: list[Sample],
                      class_names: list[str], has_masks: bool) -> SplitDatasets:
@@ -227,12 +256,10 @@ class AnomalyDataModule(L.LightningDataModule):
             drop_last=False,
         )
 
-    def _build_predict_set(self) -> ImageFileDataset:
+    def _build_predict_set(self) -> PredictImageDataset:
         files = list_images(self.predict_dir, argument="predict_dir", required=True)
         samples = [Sample(str(p), -1, -1) for p in files]
-        return ImageFileDataset(
-            samples, None, self.channels, has_masks=False, resize=self.image_size
-        )
+        return PredictImageDataset(samples, self.channels, self.image_size, self.strict_predict)
 
     def _write_split_csv(self) -> Path | None:
         """Write split.csv into the trainer's log_dir; nothing without a trainer."""

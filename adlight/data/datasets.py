@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from adlight.data.images import check_mask_size, image_size_of, load_image, load_mask
+from adlight.data.images import load_image
+from adlight.data.masks import load_mask
 from adlight.data.transforms import eval_transform
 from adlight.errors import DataError
 
@@ -34,18 +35,6 @@ class Sample:
     class_id: int
     mask_path: str | None = None
     group: str | None = None
-
-
-def check_mask_sizes(samples: Sequence[Sample]) -> None:
-    """Raise :class:`DataError` for the first sample whose mask's size differs from its image's.
-
-    Reads file headers only, so a bad mask fails at setup instead of in the middle of an epoch.
-    """
-    for s in samples:
-        if s.mask_path is not None:
-            check_mask_size(
-                s.mask_path, s.path, image_size_of(s.mask_path, "mask"), image_size_of(s.path)
-            )
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:

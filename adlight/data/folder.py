@@ -15,15 +15,24 @@ normals; the held-out normals and the anomalies are split, stratified per class,
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_warn
 
 from adlight.checks import check_fraction
 from adlight.data.base import AnomalyDataModule, SplitDatasets
-from adlight.data.datasets import Sample, check_mask_sizes
+from adlight.data.datasets import Sample
 from adlight.data.images import IMAGE_EXTENSIONS, list_images
+from adlight.data.masks import check_masks
 from adlight.data.splits import check_abnormal_train_fraction
 from adlight.data.splits.fractions import hold_out_normals, test_derived_validation
 from adlight.errors import DataError
+
+# "mask"/"masks" as a word of a file or folder name (000_mask.png, masks/, mask3.png), not
+# inside another word (facemask.png, unmasked.png); ground-truth folders by their usual names
+_MASK_NAME = re.compile(r"(^|[^a-z])masks?([^a-z]|$)")
+_MASK_FOLDERS = {"ground_truth", "groundtruth", "gt"}
 
 NORMAL_CLASS = "normal"
 ABNORMAL_CLASS = "abnormal"
@@ -73,6 +82,24 @@ class FolderDataModule(AnomalyDataModule):
     def _list(self, folder: Path, arg: str) -> list[Path]:
         return list_images(folder, argument=arg, required=True)
 
+    def _warn_mask_like_normals(self, normals: list[Path]) -> None:
+        """Warn when files named like masks sit among the normals: they would train as images."""
+        def mask_like(f: Path) -> bool:
+            rel = f.relative_to(self.normal_dir)
+            folders = [p.lower() for p in rel.parts[:-1]]
+            stem = f.stem.lower()
+            return (bool(_MASK_NAME.search(stem)) or any(_MASK_NAME.search(p) for p in folders)
+                    or bool(_MASK_FOLDERS & set(folders))
+                    or (bool(self.mask_suffix) and f.stem.endswith(self.mask_suffix)))
+
+        found = [f for f in normals if mask_like(f)]
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            rank_zero_warn(
+                f"normal_dir {self.normal_dir}: {found[0]}{more} is named like a mask but is "
+                "used as a normal training image; move masks into mask_dir"
+            )
+
     def _find_masks(self, abnormal: list[tuple[Path, Path]]) -> dict[Path, Path]:
         """Mask of every anomaly, keyed by image path; DataError naming the first one missing."""
         assert self.mask_dir is not None and self.abnormal_dir is not None
@@ -97,6 +124,7 @@ class FolderDataModule(AnomalyDataModule):
 
     def _build_splits(self) -> SplitDatasets:
         normals = self._list(self.normal_dir, "normal_dir")
+        self._warn_mask_like_normals(normals)
         class_names = [NORMAL_CLASS]
         abnormal: list[tuple[Path, Path]] = []  # (file, path relative to abnormal_dir)
         if self.abnormal_dir is not None:
@@ -127,7 +155,7 @@ class FolderDataModule(AnomalyDataModule):
             name = rel.parts[0] if len(rel.parts) > 1 else ABNORMAL_CLASS
             m = masks.get(f)
             pool.append(Sample(str(f), 1, class_names.index(name), None if m is None else str(m)))
-        check_mask_sizes(pool)
+        check_masks(pool)
         train, val, test = test_derived_validation(
             train, pool, self.val_fraction, self.abnormal_train_fraction, self.seed
         )

@@ -144,7 +144,7 @@ class WithGeneratedNormals(AnomalyDataModule):
                 or generation_batch_size < 1):
             raise ConfigError(f"generation_batch_size must be an int >= 1, got {generation_batch_size!r}")
         super().__init__(datamodule.image_size, datamodule.channels, seed, datamodule.predict_dir,
-                         datamodule.loader)
+                         strict_predict=datamodule.strict_predict, loader=datamodule.loader)
         self.datamodule = datamodule
         self.num_images = num_images
         self.generation_batch_size = generation_batch_size

@@ -1,7 +1,7 @@
 """Reading image and mask files into float tensors.
 
-Every image leaves here as float32 ``C x H x W`` in ``[0, 1]`` and every mask as float32
-``1 x H x W`` holding only 0 and 1 (the batch contract in ``docs/contracts.md``). Files that
+Every image leaves here as float32 ``C x H x W`` in ``[0, 1]`` (the batch contract in
+``docs/contracts.md``; masks are read by :mod:`adlight.data.masks`). Files that
 cannot be read raise :class:`adlight.errors.DataError` naming the file, never a bare PIL error.
 """
 
@@ -57,13 +57,14 @@ def list_images(
     return sorted(found)
 
 
-def _open(path: Path, what: str) -> Image.Image:
+def open_image(path: Path, what: str) -> Image.Image:
+    """Open and decode ``path`` now; :class:`DataError` naming ``what`` and the file if it fails."""
     try:
         img = Image.open(path)
         img.load()  # decode now so truncated files fail here, with the path
     except FileNotFoundError:
         raise DataError(f"cannot decode {what} {path}: file does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot decode {what} {path}: {type(e).__name__}: {e}") from e
     return img
 
@@ -102,7 +103,7 @@ def load_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
     if channels not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels!r}")
     path = Path(path)
-    img = _open(path, "image")
+    img = open_image(path, "image")
     arr = _to_float_array(img, channels)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
@@ -115,7 +116,7 @@ def image_size_of(path: str | os.PathLike, what: str = "image") -> tuple[int, in
             return img.size
     except FileNotFoundError:
         raise DataError(f"cannot decode {what} {path}: file does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot decode {what} {path}: {type(e).__name__}: {e}") from e
 
 
@@ -131,24 +132,3 @@ def check_mask_size(
             f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} (WxH) but its image "
             f"{image_path} is {image_size[0]}x{image_size[1]}; a mask must have its image's size"
         )
-
-
-def load_mask(
-    path: str | os.PathLike,
-    image_size: tuple[int, int] | None = None,
-    image_path: str | os.PathLike | None = None,
-) -> torch.Tensor:
-    """Read a mask as float32 ``1 x H x W`` with values 0 and 1.
-
-    Any image mode is read as grayscale. Masks stored as 0/255 (MVTec) are binarised at 128,
-    masks stored as 0/1 at 1, so both conventions work. When ``image_size`` (``(W, H)`` as PIL
-    gives it) is passed, a mask of another size raises :class:`DataError` naming both files.
-    """
-    path = Path(path)
-    img = _open(path, "mask")
-    if image_size is not None:
-        check_mask_size(path, image_path if image_path is not None else "?", img.size, image_size)
-    arr = _to_float_array(img, 1)[..., 0]  # [0, 1]
-    cut = 0.5 if arr.max(initial=0.0) > 1.0 / 255.0 + 1e-6 else 0.5 / 255.0
-    mask = (arr >= cut).astype(np.float32)
-    return torch.from_numpy(mask)[None]

@@ -1,4 +1,4 @@
-"""MVTec AD (Bergmann et al., CVPR 2019), one category at a time.
+"""MVTec AD (Bergmann et al., CVPR 2019) and any category folder in its layout.
 
 Layout (as the official archive extracts)::
 
@@ -6,20 +6,29 @@ Layout (as the official archive extracts)::
     root/<category>/test/<good|defect>/*.png
     root/<category>/ground_truth/<defect>/<name>_mask.png
 
+Also read, with the same split policy: MVTec 3D-AD (``train/good/rgb/*.png``,
+``test/<defect>/rgb/*.png`` with masks of the same name in ``test/<defect>/gt/``; the ``xyz``
+point clouds are not used), MVTec AD 2 (``test_public/{good,bad}`` with masks in
+``test_public/ground_truth/bad/<name>_mask.png``; its unlabelled ``test_private*`` folders are
+not used), a converted VisA category (masks named like their image) and your own part.
+
 Splits: train = ``train/good``. The test images are split, seeded and stratified per defect
 type (``good`` included), into a validation part (``val_fraction``, used to choose thresholds)
 and the test part; the validation images are removed from the test split, so thresholds never
-see a test image. ``class_names = ["good", <defects sorted>]``.
+see a test image. The official ``validation/good`` folders of 3D-AD and AD 2 are not used.
+``class_names = ["good", <defects sorted>]``.
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from adlight.checks import check_fraction
 from adlight.data.base import AnomalyDataModule, SplitDatasets
-from adlight.data.datasets import Sample, check_mask_sizes
+from adlight.data.datasets import Sample
 from adlight.data.images import list_images
+from adlight.data.masks import check_masks
 from adlight.data.splits import check_abnormal_train_fraction
 from adlight.data.splits.fractions import test_derived_validation
 from adlight.errors import DataError
@@ -54,7 +63,8 @@ class MVTecDataModule(AnomalyDataModule):
 
     Args:
         root: folder holding the category folders (``root/<category>/train/good``).
-        category: one of :data:`MVTEC_CATEGORIES`.
+        category: the category folder's name: one of :data:`MVTEC_CATEGORIES` (the ones
+            ``download`` can fetch) or any other folder in the layout above.
         val_fraction: share of each test defect type (and of the good test images) moved into
             the validation split; 0 means no validation split.
         abnormal_train_fraction: share of each defect type moved from test into train, for
@@ -78,10 +88,8 @@ class MVTecDataModule(AnomalyDataModule):
         **kwargs,
     ) -> None:
         super().__init__(image_size=image_size, channels=channels, **kwargs)
-        if category not in MVTEC_CATEGORIES:
-            raise DataError(
-                f"unknown MVTec AD category {category!r}; valid categories: {', '.join(MVTEC_CATEGORIES)}"
-            )
+        if not isinstance(category, str) or not category.strip():
+            raise DataError(f"category must be the name of a category folder, got {category!r}")
         self.root = Path(root)
         self.category = category
         self.val_fraction = check_fraction("val_fraction", val_fraction, error=DataError)
@@ -98,6 +106,18 @@ class MVTecDataModule(AnomalyDataModule):
         if self.download and not self.category_dir.is_dir():
             self._download()
 
+    @property
+    def _test_dir(self) -> Path:
+        """``test``, or MVTec AD 2's labelled ``test_public``."""
+        public = self.category_dir / "test_public"
+        return public if public.is_dir() and not (self.category_dir / "test").is_dir() \
+            else self.category_dir / "test"
+
+    @property
+    def _rgb_subfolder(self) -> str:
+        """``"rgb"`` in the MVTec 3D-AD layout (images in ``<split>/<defect>/rgb``), else ``""``."""
+        return "rgb" if (self.category_dir / "train" / "good" / "rgb").is_dir() else ""
+
     def _download(self) -> None:
         """Fetch (http/https) or take (``file://`` URL or plain path) the archive and extract it.
 
@@ -108,6 +128,11 @@ class MVTecDataModule(AnomalyDataModule):
 
         from torchvision.datasets.utils import download_and_extract_archive, extract_archive
 
+        if self.category not in MVTEC_CATEGORIES:
+            raise DataError(
+                f"category {self.category!r}: download fetches only the MVTec AD categories "
+                f"({', '.join(MVTEC_CATEGORIES)}); {self.category_dir} must exist for any other"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         parsed = urlparse(self.url)
         local = None
@@ -143,44 +168,84 @@ class MVTecDataModule(AnomalyDataModule):
                 f"MVTec AD root {self.root} does not exist; pass download=True to fetch the "
                 f"dataset from {self.url}, or set root to the folder holding the category folders"
             )
-        if not self.category_dir.is_dir():
-            present = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        if not self.category_dir.is_dir() and (self.root / "train" / "good").is_dir():
             raise DataError(
-                f"MVTec AD category folder {self.category_dir} does not exist (folders in "
-                f"{self.root}: {present or 'none'}); pass download=True to fetch the dataset"
+                f"category folder {self.category_dir} does not exist, and root {self.root} "
+                f"looks like a category folder itself; set root to {self.root.parent} and "
+                f"category to {self.root.name!r}"
             )
-        for sub in ("train/good", "test"):
-            if not (self.category_dir / sub).is_dir():
+        if not self.category_dir.is_dir():
+            present = sorted(p.name for p in self.root.iterdir()
+                             if p.is_dir() and not p.name.startswith("."))
+            close = difflib.get_close_matches(self.category, present, n=3)
+            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+            fetch = ("pass download=True to fetch the dataset" if self.category in MVTEC_CATEGORIES
+                     else "download fetches only the 15 MVTec AD categories")
+            raise DataError(
+                f"category folder {self.category_dir} does not exist; {hint}folders in "
+                f"{self.root}: {', '.join(present) or 'none'}; {fetch}"
+            )
+        for sub in (self.category_dir / "train" / "good", self._test_dir):
+            if not sub.is_dir():
                 raise DataError(
-                    f"{self.category_dir / sub} does not exist; expected the MVTec AD layout "
-                    "<root>/<category>/train/good, <root>/<category>/test/<defect>"
+                    f"{sub} does not exist; expected the MVTec AD layout "
+                    "<root>/<category>/train/good, <root>/<category>/test/<defect> "
+                    "(or MVTec AD 2's test_public/<good|bad>)"
                 )
+
+    def _mask_of(self, image: Path, defect: str) -> Path:
+        """The mask of an anomalous test image, in whichever of the layouts' places it is.
+
+        Any image extension, in any case: ``<stem>_mask.*`` (MVTec AD, AD 2) or ``<stem>.*``
+        (converted VisA; 3D-AD's ``gt`` folder beside the ``rgb`` one).
+        """
+        if self._rgb_subfolder:
+            folders = [image.parent.parent / "gt"]
+        else:
+            folders = [self.category_dir / "ground_truth" / defect,
+                       self._test_dir / "ground_truth" / defect]
+        for folder in folders:
+            by_stem = self._masks_in(folder)
+            for stem in (f"{image.stem}_mask", image.stem):
+                if stem in by_stem:
+                    return by_stem[stem]
+        expected = folders[0] / (image.name if self._rgb_subfolder else f"{image.stem}_mask.png")
+        raise DataError(f"anomalous test image {image} has no mask: expected {expected}")
+
+    def _masks_in(self, folder: Path) -> dict[str, Path]:
+        """Image files directly in ``folder`` by stem (listed once per folder)."""
+        if folder not in self._mask_index:
+            self._mask_index[folder] = {p.stem: p for p in (
+                list_images(folder, recursive=False) if folder.is_dir() else [])}
+        return self._mask_index[folder]
+
+    def _images(self, folder: Path) -> list[Path]:
+        return list_images(folder / self._rgb_subfolder) if (folder / self._rgb_subfolder).is_dir() else []
 
     def _build_splits(self) -> SplitDatasets:
         self._check_layout()
-        cat = self.category_dir
-        train_files = list_images(cat / "train" / "good")
+        self._mask_index: dict[Path, dict[str, Path]] = {}
+        train_dir = self.category_dir / "train" / "good"
+        train_files = self._images(train_dir)
         if not train_files:
-            raise DataError(f"{cat / 'train' / 'good'} holds no images")
+            raise DataError(f"{train_dir / self._rgb_subfolder} holds no images")
         test_dirs = sorted(
-            p for p in (cat / "test").iterdir() if p.is_dir() and not p.name.startswith(".")
+            p for p in self._test_dir.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name != "ground_truth"
         )
         defects = [p.name for p in test_dirs if p.name != "good"]
         class_names = ["good", *defects]
         pool: list[Sample] = []
         for d in test_dirs:
             cid = class_names.index(d.name)
-            for f in list_images(d):
+            for f in self._images(d):
                 if d.name == "good":
                     pool.append(Sample(str(f), 0, cid))
-                    continue
-                mask = cat / "ground_truth" / d.name / f"{f.stem}_mask.png"
-                if not mask.is_file():
-                    raise DataError(f"anomalous test image {f} has no mask: expected {mask}")
-                pool.append(Sample(str(f), 1, cid, str(mask)))
+                else:
+                    pool.append(Sample(str(f), 1, cid, str(self._mask_of(f, d.name))))
         if not pool:
-            raise DataError(f"{cat / 'test'} holds no images")
-        check_mask_sizes(pool)
+            raise DataError(f"{self._test_dir} holds no images")
+        check_masks(pool)
         train = [Sample(str(f), 0, 0) for f in train_files]
         train, val, test = test_derived_validation(
             train, pool, self.val_fraction, self.abnormal_train_fraction, self.seed

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from adlight.checks import check_int
 from adlight.data.base import AnomalyDataModule, SplitDatasets
-from adlight.data.datasets import Sample, check_mask_sizes
+from adlight.data.datasets import Sample
+from adlight.data.masks import check_masks
 from adlight.data.splits import check_abnormal_train_fraction
 from adlight.data.splits.table import UNUSED, TableRecord, TableShares, check_size
 from adlight.data.table_file import TableRow, read_table
@@ -278,7 +279,7 @@ class TableDataModule(AnomalyDataModule):
         self._assign(records, class_names)
         self._records = records
         used = [r.sample for r in records if r.split != UNUSED]
-        check_mask_sizes(used)
+        check_masks(used)
         train, val, test = ([r.sample for r in records if r.split == split]
                             for split in ("train", "val", "test"))
         return self._file_splits(train, val, test, class_names,
