@@ -100,10 +100,11 @@ class AnomalyModule(L.LightningModule):
 
     def _val_threshold(self, scores: Tensor, labels: Tensor, level: str) -> float:
         if not has_both_classes(labels.long()):
+            missing = "anomalous" if not bool((labels.long() == 1).any()) else "normal"
             rank_zero_warn(
-                f"the validation split has no anomalous {level}s, so no F1-optimal {level} "
+                f"the validation split has no {missing} {level}s, so no F1-optimal {level} "
                 f"threshold can be chosen; {level} F1/precision/recall will not be reported. "
-                f"Give a validation split with anomalies or a fixed {level}_threshold."
+                f"Give a validation split with {missing} {level}s or a fixed {level}_threshold."
             )
             return math.nan
         return f1_optimal_threshold(scores, labels)
