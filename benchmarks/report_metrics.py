@@ -11,7 +11,9 @@ rectangular defect masks. Times, median of the repeats:
   histogram (:func:`adlight.metrics.binned_precision_recall_curve`), with a check that both
   give the same curve;
 - :func:`adlight.metrics.evaluate` and :func:`adlight.metrics.per_class_metrics` as the test
-  report calls them (image and pixel thresholds given).
+  report calls them (image and pixel thresholds given), and, within ``evaluate``, what each of
+  the figures for comparing with the literature costs: pixel AP, AUPRO, the bootstrap
+  intervals (1000 replicates) and the image AP / F1-max.
 
 Prints a Markdown table and the command that produced it.
 """
@@ -31,11 +33,15 @@ from torchmetrics.functional.classification import binary_precision_recall_curve
 
 from adlight.metrics import (
     EpochOutputs,
+    aupro,
+    average_precision,
     binned_precision_recall_curve,
     evaluate,
+    f1_curve,
     per_class_metrics,
     rescale_unit,
 )
+from adlight.metrics.bootstrap import image_auroc_interval, pixel_auroc_interval
 
 CLASS_NAMES = ["good", "broken_large", "broken_small", "contamination"]
 
@@ -90,8 +96,17 @@ def main(argv: list[str] | None = None) -> None:
         (f"binned PR curve, adlight histogram ({args.bins} thresholds)",
          lambda: binned_precision_recall_curve(unit, labels, args.bins)),
         ("evaluate (image + pixel metrics)", lambda: evaluate(outputs, **thresholds)),
+        ("evaluate without the bootstrap intervals", lambda: evaluate(outputs, **thresholds,
+                                                                     bootstrap_replicates=0)),
         ("per_class_metrics (3 classes + ALL)",
          lambda: per_class_metrics(outputs, CLASS_NAMES, **thresholds)),
+        ("in evaluate: pixel AP", lambda: average_precision(outputs.anomaly_map, outputs.mask)),
+        ("in evaluate: pixel AUPRO (FPR <= 0.3)", lambda: aupro(outputs.anomaly_map, outputs.mask)),
+        ("in evaluate: pixel AUROC 95% interval (1000 replicates)",
+         lambda: pixel_auroc_interval(outputs.anomaly_map, outputs.mask)),
+        ("in evaluate: image AP, F1-max, AUROC 95% interval",
+         lambda: (average_precision(outputs.score, outputs.label), f1_curve(outputs.score, outputs.label),
+                  image_auroc_interval(outputs.score, outputs.label))),
     ]
     n_pixels = outputs.anomaly_map.numel()
     print(f"{args.images} images at {args.image_size} px ({n_pixels / 1e6:.1f}M pixels); "
