@@ -101,7 +101,7 @@ def check_same_model(checkpoint: Checkpoint, model: dict[str, Any]) -> None:
     """
     fitted_class, given_class = checkpoint.model_class, model.get("class_path")
     if fitted_class and given_class and fitted_class != given_class:
-        raise CheckpointError(f"checkpoint {checkpoint.path} holds a {fitted_class}, the config builds a "
+        raise CheckpointError(f"checkpoint {checkpoint.path} holds model {fitted_class}, the config builds "
                               f"{given_class}: give the config it was fitted with, or no --config to use "
                               f"{checkpoint.config_source}")
     fitted = ((checkpoint.run_config or {}).get("model") or {}).get("init_args") or {}
@@ -141,6 +141,8 @@ def check_parameter_shapes(checkpoint: Checkpoint, module: torch.nn.Module) -> N
     Buffers are not compared: fitted heads size theirs when they load.
     """
     for name, parameter in module.named_parameters():
+        if isinstance(parameter, torch.nn.parameter.UninitializedParameter):
+            continue  # a lazy module takes its shape from the checkpoint
         saved = checkpoint.shapes.get(name)
         if saved is not None and saved != tuple(parameter.shape):
             raise CheckpointError(f"checkpoint {checkpoint.path} does not fit the model: {name} has shape "

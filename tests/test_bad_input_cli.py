@@ -41,6 +41,9 @@ def fitted(tmp_path_factory):
     (files / "empty.ckpt").write_bytes(b"")
     torch.save(torch.load(last, weights_only=True)["state_dict"], files / "weights_only.pt")
     (files / "a_file").write_text("a user's file\n")
+    bare = torch.load(last, weights_only=True)
+    bare["callbacks"] = {}  # as written before checkpoints carried their run config
+    torch.save(bare, files / "no_config.ckpt")
     return {"root": root, "run": run, "ckpt": last, "files": files, "base": base}
 
 
@@ -68,6 +71,8 @@ BAD_INPUT = [
                                      f"--model.network.init_args.latent_dim={FITTED_LATENT}"],
      ["last.ckpt", "does not fit the model", "network.", "shape", "config.yaml"]),
     ("ckpt-resume-other-network", "fit", AE, ["--ckpt_path={ckpt}"], ["last.ckpt", "latent_dim"]),
+    ("ckpt-without-run-config", "test", None, ["--ckpt_path={files}/no_config.ckpt"],
+     ["no_config.ckpt", "no run config", "--config"]),
     # arguments torch or Lightning reject deep inside
     ("lr-negative", "fit", AE, ["--model.optimizer.init_args.lr=-1"], ["model.optimizer", "learning rate", "-1"]),
     ("weight-decay-negative", "fit", AE, ["--model.optimizer.init_args.weight_decay=-0.5"],
@@ -83,6 +88,14 @@ BAD_INPUT = [
     ("log-every-negative", "fit", AE, ["--trainer.log_every_n_steps=-1"], ["log_every_n_steps", "-1"]),
     ("clip-negative", "fit", AE, ["--trainer.gradient_clip_val=-1"], ["gradient_clip_val", "-1"]),
     ("limit-batches-negative", "fit", AE, ["--trainer.limit_train_batches=-1"], ["limit_train_batches", "-1"]),
+    ("val-interval-negative", "fit", AE, ["--trainer.val_check_interval=-1"], ["val_check_interval", "-1"]),
+    ("max-time-garbage", "fit", AE, ["--trainer.max_time=abc"], ["trainer", "abc"]),
+    ("sanity-steps-negative", "fit", AE, ["--trainer.num_sanity_val_steps=-5"], ["num_sanity_val_steps", "-5"]),
+    ("eps-negative", "fit", AE, ["--model.optimizer.init_args.eps=-1"], ["model.optimizer", "epsilon", "-1"]),
+    ("sgd-momentum-negative", "fit", AE, ["--model.optimizer.class_path=torch.optim.SGD",
+                                          "--model.optimizer.init_args.lr=0.1",
+                                          "--model.optimizer.init_args.momentum=-1"],
+     ["model.optimizer", "momentum", "-1"]),
     ("devices-zero", "fit", AE, ["--trainer.devices=0"], ["devices", "0"]),
     ("seed-negative", "fit", AE, ["--seed_everything=-1"], ["seed_everything", "-1"]),
     ("batch-size-negative", "fit", AE, ["--data.loader.batch_size=-4"], ["batch_size", "-4"]),
