@@ -61,3 +61,12 @@ def check_optimizer(spec: Any, name: str, scheduler: Any = None, scheduler_name:
             _class(scheduler["class_path"], scheduler_name)(optimizer, **(scheduler.get("init_args") or {}))
         except (ValueError, TypeError) as error:
             raise ConfigError(f"{scheduler_name}: {error} ({scheduler.get('init_args')})") from None
+
+
+def check_model_optimizers(model: dict[str, Any]) -> None:
+    """Every ``*optimizer`` argument of a parsed ``model`` section (with its ``*scheduler``)."""
+    init_args = model.get("init_args") or {}
+    for name, spec in init_args.items():
+        if name.endswith("optimizer"):
+            scheduler_name = name.replace("optimizer", "scheduler")
+            check_optimizer(spec, f"model.{name}", init_args.get(scheduler_name), f"model.{scheduler_name}")

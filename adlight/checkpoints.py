@@ -83,6 +83,17 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path, dict(content.get("hyper_parameters") or {}), shapes, config, source)
 
 
+def with_run_config(args: list[str], checkpoint: Checkpoint, subcommands: tuple[str, ...]) -> list[str]:
+    """``args`` with the checkpoint's run config as the first ``--config`` after the subcommand,
+    so that the model and data are what they were at fit and later arguments still override."""
+    if checkpoint.run_config is None:
+        raise CheckpointError(f"checkpoint {checkpoint.path} holds no run config and has no config.yaml "
+                              "beside its checkpoints/ folder: give the run's config with --config")
+    config = {key: value for key, value in checkpoint.run_config.items() if key != "ckpt_path"}
+    index = next(i for i, arg in enumerate(args) if arg in subcommands)
+    return [*args[: index + 1], "--config", yaml.safe_dump(config, sort_keys=False), *args[index + 1:]]
+
+
 def _first_difference(fitted: Any, given: Any, key: str) -> tuple[str, Any, Any] | None:
     if isinstance(fitted, dict) and isinstance(given, dict):
         # only what the run config holds: link targets (a network's image_size) are not saved

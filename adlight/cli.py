@@ -40,10 +40,12 @@ from adlight.checkpoints import (
     check_same_linked,
     check_same_model,
     read_checkpoint,
+    with_run_config,
 )
+from adlight.cli_errors import AdlightParser, adlight_cause, one_line
 from adlight.config_files import expand_config_args, load_config
 from adlight.data import AnomalyDataModule
-from adlight.errors import AdlightError, CheckpointError, ConfigError
+from adlight.errors import ConfigError
 from adlight.models import AnomalyModule
 from adlight.tracking import ConfigToLoggers, WandbOptions, finish_wandb_runs, make_wandb_logger
 
@@ -88,27 +90,6 @@ def _option(args: list[str], name: str) -> str | None:
     return found
 
 
-def _with_run_config(args: list[str], checkpoint: Checkpoint) -> list[str]:
-    """``args`` with the checkpoint's run config as the first ``--config`` after the subcommand,
-    so that the model and data are what they were at fit and later arguments still override."""
-    if checkpoint.run_config is None:
-        raise CheckpointError(f"checkpoint {checkpoint.path} holds no run config and has no config.yaml "
-                              "beside its checkpoints/ folder: give the run's config with --config")
-    config = {key: value for key, value in checkpoint.run_config.items() if key != "ckpt_path"}
-    index = next(i for i, arg in enumerate(args) if arg in SUBCOMMANDS)
-    return [*args[: index + 1], "--config", yaml.safe_dump(config, sort_keys=False), *args[index + 1:]]
-
-
-def _check_optimizers(model: dict, prefix: str = "model") -> None:
-    """Every ``*optimizer`` argument of the model (and its ``scheduler``) as torch would build it."""
-    init_args = model.get("init_args") or {}
-    for name, spec in init_args.items():
-        if name.endswith("optimizer"):
-            scheduler = init_args.get(name.replace("optimizer", "scheduler"))
-            arguments.check_optimizer(spec, f"{prefix}.{name}", scheduler,
-                                      f"{prefix}.{name.replace('optimizer', 'scheduler')}")
-
-
 def _check_linked(source: str, value: object, target: str, given: list[object]) -> None:
     for other in given:
         if value is not None and str(other) != str(value):
@@ -127,6 +108,8 @@ class AdlightCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         # config.yaml in the run directory, and the same config sent to W&B when it is on
         kwargs.setdefault("save_config_callback", ConfigToLoggers)
+        # a parser error is one line naming the argument, not the usage of every option
+        kwargs.setdefault("parser_class", AdlightParser)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -168,7 +151,7 @@ class AdlightCLI(LightningCLI):
                 _check_linked(source, given[-1], target, _explicit_values(args, target)[-1:])
         expanded = expand_config_args(args)
         if self._checkpoint is not None and not given_config:
-            expanded = _with_run_config(expanded, self._checkpoint)
+            expanded = with_run_config(expanded, self._checkpoint, SUBCOMMANDS)
         with warnings.catch_warnings():
             # the rewritten arguments (resolved bases, the checkpoint's config) differ from
             # sys.argv on purpose; Lightning's warning about that would print them all
@@ -186,7 +169,7 @@ class AdlightCLI(LightningCLI):
         section = dumped.get(subcommand, {}) if subcommand else dumped
         arguments.check_seed(section.get("seed_everything"))
         arguments.check_trainer(section.get("trainer") or {})
-        _check_optimizers(section.get("model") or {})
+        arguments.check_model_optimizers(section.get("model") or {})
         if self._checkpoint is not None:
             # before Lightning's own reading of the checkpoint's hyper-parameters, which with
             # another model class replaces the config's and then asks for its arguments
@@ -213,7 +196,7 @@ class AdlightCLI(LightningCLI):
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as error:
-            raise ConfigError(f"trainer: {_message(error)}") from None
+            raise ConfigError(f"trainer: {one_line(error)}") from None
         run_dirs.check_writable(trainer.default_root_dir, "trainer.default_root_dir")
         for logger in trainer.loggers:
             if logger.save_dir is not None:
@@ -289,29 +272,6 @@ class AdlightCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
 
 
-def _message(error: BaseException) -> str:
-    # errors raised in DataLoader workers arrive with the worker's traceback in the
-    # message; the last line is the one that names the problem
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
-
-
-def _adlight_cause(error: BaseException) -> AdlightError | None:
-    """The :class:`AdlightError` behind ``error``, if any.
-
-    jsonargparse instantiates subclass-mode arguments inside its type checks, so a
-    :class:`DataError` raised by a datamodule's ``__init__`` reaches us as a ``ValueError``
-    ("Does not validate against any of the Union subtypes ...") raised from it.
-    """
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, AdlightError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
 def run(args: list[str] | None = None) -> None:
     """One ``adlight`` command in this process; bad input raises :class:`AdlightError`."""
     exit_code = 1
@@ -338,10 +298,10 @@ def main(args: list[str] | None = None) -> None:
     try:
         run(args)
     except Exception as error:
-        cause = _adlight_cause(error)
+        cause = adlight_cause(error)
         if cause is None:
             raise
-        print(f"adlight: error: {_message(cause)}", file=sys.stderr)
+        print(f"adlight: error: {one_line(cause)}", file=sys.stderr)
         sys.exit(2)
 
 

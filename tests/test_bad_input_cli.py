@@ -100,6 +100,13 @@ BAD_INPUT = [
     ("seed-negative", "fit", AE, ["--seed_everything=-1"], ["seed_everything", "-1"]),
     ("batch-size-negative", "fit", AE, ["--data.loader.batch_size=-4"], ["batch_size", "-4"]),
     ("workers-negative", "fit", AE, ["--data.loader.num_workers=-1"], ["num_workers", "-1"]),
+    # values the parser refuses: the argument and value, not the usage of every option
+    ("precision-unknown", "fit", AE, ["--trainer.precision=bf17"], ["trainer.precision=bf17", "Literal"]),
+    ("latent-dim-float", "fit", AE, ["--model.network.init_args.latent_dim=1.5"],
+     ["model.network.latent_dim=1.5", "int"]),
+    ("optimizer-unknown", "fit", AE, ["--model.optimizer.class_path=torch.optim.Nope"],
+     ["model.optimizer.class_path=torch.optim.Nope", "Nope"]),
+    ("argument-unknown", "fit", AE, ["--trainer.epochs_max=3"], ["unrecognized", "--trainer.epochs_max=3"]),
     # output
     ("root-dir-is-a-file", "fit", AE, ["--trainer.default_root_dir={files}/a_file"],
      ["default_root_dir", "a_file", "is a file"]),
