@@ -156,6 +156,12 @@ def test_test_without_config_rebuilds_the_run_from_the_checkpoint(fitted, tmp_pa
     config = (run / "config.yaml").read_text()
     assert f"latent_dim: {FITTED_LATENT}" in config and str(tmp_path) in config
 
+    images = fitted["root"] / "bottle" / "test" / "scratch"
+    main(["predict", f"--ckpt_path={fitted['ckpt']}", f"--trainer.default_root_dir={tmp_path / 'predict'}",
+          "--trainer.enable_progress_bar=false", f"--data.predict_dir={images}"])
+    scores = next((tmp_path / "predict").rglob("scores.csv")).read_text().splitlines()
+    assert len(scores) == 1 + len(list(images.glob("*.png")))
+
 
 def test_a_rerun_without_logger_gets_its_own_folder(fitted, tmp_path):
     args = ["fit", f"--config={AE}", *tiny(fitted["root"], tmp_path), "--trainer.logger=false",
