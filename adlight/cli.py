@@ -22,15 +22,30 @@ datamodule's ``image_size`` drives the network's (see :data:`LINKED_SIZES`).
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
+import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from adlight import arguments, run_dirs
 from adlight.callbacks import PredictionWriter, TestReport
 from adlight.callbacks.resume import LastCheckpoint, RandomStateCheckpoint, find_last_checkpoint
+from adlight.checkpoints import (
+    SPECIAL_PATHS,
+    Checkpoint,
+    check_parameter_shapes,
+    check_same_linked,
+    check_same_model,
+    read_checkpoint,
+    with_run_config,
+)
+from adlight.cli_errors import AdlightParser, adlight_cause, one_line
 from adlight.config_files import expand_config_args, load_config
 from adlight.data import AnomalyDataModule
-from adlight.errors import AdlightError, ConfigError
+from adlight.errors import ConfigError
 from adlight.models import AnomalyModule
 from adlight.tracking import ConfigToLoggers, WandbOptions, finish_wandb_runs, make_wandb_logger
 
@@ -61,6 +76,20 @@ def _explicit_values(args: list[str], target: str) -> list[object]:
     return values
 
 
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _option(args: list[str], name: str) -> str | None:
+    """The last value ``args`` give ``--name`` (``--name X`` or ``--name=X``)."""
+    found = None
+    for index, arg in enumerate(args):
+        if arg == f"--{name}" and index + 1 < len(args):
+            found = args[index + 1]
+        elif arg.startswith(f"--{name}="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
 def _check_linked(source: str, value: object, target: str, given: list[object]) -> None:
     for other in given:
         if value is not None and str(other) != str(value):
@@ -79,6 +108,8 @@ class AdlightCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         # config.yaml in the run directory, and the same config sent to W&B when it is on
         kwargs.setdefault("save_config_callback", ConfigToLoggers)
+        # a parser error is one line naming the argument, not the usage of every option
+        kwargs.setdefault("parser_class", AdlightParser)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -101,21 +132,49 @@ class AdlightCLI(LightningCLI):
             parser.link_arguments(source, target, apply_on="parse")
 
     def parse_arguments(self, parser, args) -> None:
+        self._checkpoint: Checkpoint | None = None
         if isinstance(args, dict):  # LightningCLI(args={...}): already a config, no files
             super().parse_arguments(parser, args)
             return
         args = list(sys.argv[1:] if args is None else args)
+        # the checkpoint is read before parsing: a bad one is one line, and a test or predict
+        # without --config rebuilds the run from the config the checkpoint holds
+        ckpt_path = _option(args, "ckpt_path")
+        given_config = any(arg == "--config" or arg.startswith("--config=") for arg in args)
+        if ckpt_path and ckpt_path not in SPECIAL_PATHS and any(arg in SUBCOMMANDS for arg in args):
+            self._checkpoint = read_checkpoint(ckpt_path)
         # the link overwrites a size the config also gives: a different one is an error,
         # checked before parsing too, as --print_config exits inside the parser
         for source, target in LINKED_SIZES:
             given = _explicit_values(args, source)
             if given:
                 _check_linked(source, given[-1], target, _explicit_values(args, target)[-1:])
-        super().parse_arguments(parser, expand_config_args(args))
+        expanded = expand_config_args(args)
+        if self._checkpoint is not None and not given_config:
+            expanded = with_run_config(expanded, self._checkpoint, SUBCOMMANDS)
+        with warnings.catch_warnings():
+            # the rewritten arguments (resolved bases, the checkpoint's config) differ from
+            # sys.argv on purpose; Lightning's warning about that would print them all
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            super().parse_arguments(parser, expanded)
         subcommand = self.config.get("subcommand")
         section = self.config[subcommand] if subcommand else self.config
         for source, target in LINKED_SIZES:
             _check_linked(source, section.get(source), target, _explicit_values(args, target)[-1:])
+        self._check_values(subcommand)
+
+    def _check_values(self, subcommand: str | None) -> None:
+        """What torch or Lightning would reject deep inside the run, named now (one line)."""
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False))
+        section = dumped.get(subcommand, {}) if subcommand else dumped
+        arguments.check_seed(section.get("seed_everything"))
+        arguments.check_trainer(section.get("trainer") or {})
+        arguments.check_model_optimizers(section.get("model") or {})
+        if self._checkpoint is not None:
+            # before Lightning's own reading of the checkpoint's hyper-parameters, which with
+            # another model class replaces the config's and then asks for its arguments
+            check_same_model(self._checkpoint, section.get("model") or {})
+            check_same_linked(self._checkpoint, section, LINKED_SIZES)
 
     def _section(self, config) -> dict:
         return config[self.subcommand] if self.subcommand else config
@@ -127,9 +186,21 @@ class AdlightCLI(LightningCLI):
             from adlight.strategies import DDPStrategy
 
             kwargs.setdefault("strategy", DDPStrategy())
-        trainer = super().instantiate_trainer(**kwargs)
         section = self._section(self.config_init)
         trainer_config = section.get("trainer", {})
+        if trainer_config.get("logger") is False:
+            # without a logger Lightning writes into default_root_dir itself, where a second run
+            # would meet (and overwrite) the first one's files: give the run a version of its own
+            root = Path(trainer_config.get("default_root_dir") or Path.cwd())
+            kwargs["default_root_dir"] = str(run_dirs.next_version(root / "lightning_logs"))
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as error:
+            raise ConfigError(f"trainer: {one_line(error)}") from None
+        run_dirs.check_writable(trainer.default_root_dir, "trainer.default_root_dir")
+        for logger in trainer.loggers:
+            if logger.save_dir is not None:
+                run_dirs.check_writable(logger.save_dir, f"{type(logger).__name__} save_dir")
         # appended after construction so that Lightning still adds its default
         # ModelCheckpoint when the config has none (ckpt_path="best" keeps working)
         trainer.callbacks.append(RandomStateCheckpoint())
@@ -160,45 +231,45 @@ class AdlightCLI(LightningCLI):
             section["ckpt_path"] = str(found)
         # none found: Lightning's own "last" warns and starts from scratch
 
-    def before_fit(self) -> None:
+    def _version_roots(self) -> list[Path]:
+        """Folders in which this run's ``version_N`` is created."""
+        roots = [Path(lg.root_dir) for lg in self.trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))]
+        if not self.trainer.loggers:  # instantiate_trainer gave it <root>/lightning_logs/version_N
+            roots.append(Path(self.trainer.default_root_dir).parent)
+        return roots
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        before = {root: run_dirs.versions(root) for root in self._version_roots()}
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            # a failed run leaves no version_N behind that holds only its own bookkeeping
+            if self.trainer.is_global_zero:
+                for root, existing in before.items():
+                    run_dirs.remove_failed_versions(root, existing)
+            raise
+
+    def _before_run(self) -> None:
         self._resolve_last_checkpoint()
+        if self._checkpoint is not None:
+            check_parameter_shapes(self._checkpoint, self.model)
+
+    def before_fit(self) -> None:
+        self._before_run()
 
     def before_validate(self) -> None:
-        self._resolve_last_checkpoint()
+        self._before_run()
 
     def before_test(self) -> None:
-        self._resolve_last_checkpoint()
+        self._before_run()
 
     def before_predict(self) -> None:
-        self._resolve_last_checkpoint()
+        self._before_run()
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit", False) and not self.trainer.interrupted:
             # verbose=False: the TestReport callback prints the table (with the thresholds used)
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
-
-
-def _message(error: BaseException) -> str:
-    # errors raised in DataLoader workers arrive with the worker's traceback in the
-    # message; the last line is the one that names the problem
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
-
-
-def _adlight_cause(error: BaseException) -> AdlightError | None:
-    """The :class:`AdlightError` behind ``error``, if any.
-
-    jsonargparse instantiates subclass-mode arguments inside its type checks, so a
-    :class:`DataError` raised by a datamodule's ``__init__`` reaches us as a ``ValueError``
-    ("Does not validate against any of the Union subtypes ...") raised from it.
-    """
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, AdlightError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def run(args: list[str] | None = None) -> None:
@@ -227,10 +298,10 @@ def main(args: list[str] | None = None) -> None:
     try:
         run(args)
     except Exception as error:
-        cause = _adlight_cause(error)
+        cause = adlight_cause(error)
         if cause is None:
             raise
-        print(f"adlight: error: {_message(cause)}", file=sys.stderr)
+        print(f"adlight: error: {one_line(cause)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -15,3 +15,11 @@ class DataError(AdlightError, ValueError):
 
 class ConfigError(AdlightError, ValueError):
     """Arguments that cannot work together (sizes, channels, thresholds, ...)."""
+
+
+class CheckpointError(AdlightError, ValueError):
+    """A ``--ckpt_path`` that is missing, unreadable, or of another model than the config's."""
+
+
+class OutputError(AdlightError, OSError):
+    """An output directory (``default_root_dir``, a logger's ``save_dir``) that cannot be written."""

@@ -87,10 +87,18 @@ def finish_wandb_runs(exit_code: int = 0) -> None:
             run.finish(exit_code=exit_code)
 
 
+#: key of the run's config (a YAML string) in :class:`ConfigToLoggers`' checkpoint state
+CONFIG_STATE_KEY = "adlight_run_config"
+
+
 class ConfigToLoggers(SaveConfigCallback):
-    """Writes ``config.yaml`` into the run directory (as LightningCLI does) and sends the
-    same config to every W&B logger, so a W&B run shows the whole experiment: network,
-    optimiser and data included, not only the module's hyper-parameters."""
+    """Writes ``config.yaml`` into the run directory (as LightningCLI does), stores it in every
+    checkpoint (``adlight test --ckpt_path X`` rebuilds the run from it, :mod:`adlight.checkpoints`)
+    and sends it to every W&B logger, so a W&B run shows the whole experiment."""
+
+    def state_dict(self) -> dict[str, str]:
+        # Lightning saves a callback's state into each checkpoint it writes
+        return {CONFIG_STATE_KEY: self.parser.dump(self.config, skip_none=False)}
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
