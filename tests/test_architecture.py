@@ -26,6 +26,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "metrics": ("nets", "data", "models", "callbacks", "cli", "sweep", "tracking", "report_page"),
     # gathering one epoch's outputs across processes: part of the metrics layer
     "epoch_outputs": ("nets", "data", "models", "callbacks", "cli", "sweep", "tracking", "report_page"),
+    # the CLI's helpers check files, parsed values and run folders before any class is built
+    **{helper: ("nets", "data", "models", "callbacks", "metrics", "sweep", "report_page")
+       for helper in ("arguments", "checkpoints", "cli_errors", "run_dirs")},
     # composing config files is YAML work, before any class is built
     "config_files": ("nets", "data", "models", "callbacks", "metrics", "sweep", "report_page"),
     # what a test hands to callbacks: plain data
