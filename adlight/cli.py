@@ -224,7 +224,14 @@ def main(args: list[str] | None = None) -> None:
 
         compare_main(argv[1:])
         return
+    exported = argv[:1] == ["predict"] and any(a.split("=", 1)[0] == "--exported" for a in argv)
     try:
+        if argv[:1] == ["export"] or exported:  # exported models: adlight/export, adlight/inference
+            from adlight.export.command import main as export_main
+            from adlight.inference.command import main as exported_predict_main
+
+            (export_main if argv[0] == "export" else exported_predict_main)(argv[1:])
+            return
         run(args)
     except Exception as error:
         cause = _adlight_cause(error)
