@@ -124,7 +124,7 @@ def _refuse_unfitted(model) -> None:
 
 
 def scoring_graph(model, bank_chunk: int = 4096) -> ScoringGraph:
-    """The model (in eval mode, float32, on the CPU) as a :class:`ScoringGraph`.
+    """The model (in eval mode, on the CPU) as a :class:`ScoringGraph`.
 
     ``bank_chunk``: PatchCore bank rows compared at once (the memory of the search is
     queries x bank_chunk floats). Raises :class:`ConfigError` naming why a model cannot export.
@@ -132,7 +132,7 @@ def scoring_graph(model, bank_chunk: int = 4096) -> ScoringGraph:
     from adlight.models import AutoencoderModel, GANModel, OneClassSVMModel, SupervisedClassifier
     from adlight.models.patch import PatchModel
 
-    model = model.to("cpu", torch.float32).eval().requires_grad_(False)
+    model = model.to("cpu").eval().requires_grad_(False)  # float64 buffers (thresholds, heads) stay
     _refuse_unfitted(model)
     name = type(model).__name__
     if isinstance(model, AutoencoderModel):
