@@ -1,4 +1,4 @@
-"""``adlight export`` and ``adlight predict --exported`` end to end, from a bf16-mixed fit."""
+"""``adlight export`` and ``adlight predict --exported`` end to end, from a bf16-mixed and a DDP fit."""
 
 from __future__ import annotations
 
@@ -6,10 +6,18 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from synthetic import make_mvtec_tree
 
+# the DDP rows' helpers and their synthetic trees
+from test_distributed import FAMILIES, cli_args, last_checkpoint, run_ddp, run_dir_of, trees  # noqa: F401
+
 from adlight.cli import main
+from adlight.data.images import load_image
+from adlight.export.command import load_fitted
+from adlight.inference import Inferencer
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fadaeinejad" / "mvtec_ae_l2.yaml"
 
@@ -75,3 +83,21 @@ def test_bad_export_input_is_one_line(fitted, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["predict", f"--exported={tmp_path / 'missing'}", f"--data.predict_dir={root}"])
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_ddp_fitted_kd_cae_exports_and_matches(trees, tmp_path):  # noqa: F811
+    family = next(f for f in FAMILIES if f.name == "wilmet_kd_cae")  # KDE fitted on both ranks' codes
+    run_ddp("fit", cli_args(family, trees, tmp_path / "ddp", ddp=True))
+    checkpoint = last_checkpoint(run_dir_of(tmp_path / "ddp"))
+    args = cli_args(family, trees, tmp_path / "x", ddp=False)
+    main(["export", *args, f"--ckpt_path={checkpoint}", "--format=onnx", f"--out={tmp_path / 'onnx'}"])
+    paths = sorted((trees["odd"] / "bottle" / "test").rglob("*.png"))
+    model, _ = load_fitted(args, str(checkpoint))
+    with torch.no_grad():
+        eager = model.eval().anomaly_outputs({"image": torch.stack([load_image(p, 3) for p in paths])})
+    got = Inferencer(tmp_path / "onnx").predict([str(p) for p in paths])
+    for key in ("score", "anomaly_map"):
+        want = eager[key].numpy()
+        assert np.abs(got[key] - want).max() <= 1e-4 * np.abs(want).max(), key
+    np.testing.assert_array_equal(got["prediction"], eager["score"].numpy() >= float(model.image_threshold))
