@@ -230,7 +230,8 @@ def main(args: list[str] | None = None) -> None:
             from adlight.export.command import main as export_main
             from adlight.inference.command import main as exported_predict_main
 
-            (export_main if argv[0] == "export" else exported_predict_main)(argv[1:])
+            # the export is handed the CLI that builds the model: it never imports cli.py
+            export_main(argv[1:], AdlightCLI) if argv[0] == "export" else exported_predict_main(argv[1:])
             return
         run(args)
     except Exception as error:

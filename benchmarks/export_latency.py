@@ -39,8 +39,9 @@ one, many = (rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8) for n in (
 if runtime == "eager":
     import torch
     torch.set_num_threads(threads)
+    from adlight.cli import AdlightCLI
     from adlight.export.command import load_fitted
-    model, _ = load_fitted(["--config", config, "--data.root", sys.argv[8]], ckpt)
+    model, _ = load_fitted(AdlightCLI, ["--config", config, "--data.root", sys.argv[8]], ckpt)
     model.eval()
     def run(batch):
         with torch.no_grad():  # predict_step's model call: anomaly_outputs on [0, 1] floats

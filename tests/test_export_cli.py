@@ -14,7 +14,7 @@ from synthetic import make_mvtec_tree
 # the DDP rows' helpers and their synthetic trees
 from test_distributed import FAMILIES, cli_args, last_checkpoint, run_ddp, run_dir_of, trees  # noqa: F401
 
-from adlight.cli import main
+from adlight.cli import AdlightCLI, main
 from adlight.data.images import load_image
 from adlight.export.command import load_fitted
 from adlight.inference import Inferencer
@@ -93,11 +93,16 @@ def test_a_ddp_fitted_kd_cae_exports_and_matches(trees, tmp_path):  # noqa: F811
     args = cli_args(family, trees, tmp_path / "x", ddp=False)
     main(["export", *args, f"--ckpt_path={checkpoint}", "--format=onnx", f"--out={tmp_path / 'onnx'}"])
     paths = sorted((trees["odd"] / "bottle" / "test").rglob("*.png"))
-    model, _ = load_fitted(args, str(checkpoint))
+    model, _ = load_fitted(AdlightCLI, args, str(checkpoint))
     with torch.no_grad():
         eager = model.eval().anomaly_outputs({"image": torch.stack([load_image(p, 3) for p in paths])})
     got = Inferencer(tmp_path / "onnx").predict([str(p) for p in paths])
     for key in ("score", "anomaly_map"):
         want = eager[key].numpy()
         assert np.abs(got[key] - want).max() <= 1e-4 * np.abs(want).max(), key
-    np.testing.assert_array_equal(got["prediction"], eager["score"].numpy() >= float(model.image_threshold))
+    # the F1-optimal threshold is one validation image's own score: that image is a tie that
+    # float rounding decides either way; every other decision must be the same
+    threshold = float(model.image_threshold)
+    clear = np.abs(eager["score"].numpy() - threshold) > 1e-4 * abs(threshold)
+    assert clear.sum() >= len(paths) - 1
+    np.testing.assert_array_equal(got["prediction"][clear], (eager["score"].numpy() >= threshold)[clear])

@@ -27,14 +27,13 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
-def load_fitted(config_args: list[str], checkpoint: str):
-    """(model with the checkpoint's weights, datamodule) built from ``--config`` and overrides."""
-    from adlight.cli import AdlightCLI
-
+def load_fitted(cli_class, config_args: list[str], checkpoint: str):
+    """(model with the checkpoint's weights, datamodule) built by ``cli_class`` (``AdlightCLI``)
+    from ``--config`` and overrides, as ``adlight fit`` builds them."""
     path = Path(checkpoint)
     if not path.is_file():
         raise ConfigError(f"--ckpt_path {path} does not exist")
-    cli = AdlightCLI(args=config_args, run=False)
+    cli = cli_class(args=config_args, run=False)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
         state = saved["state_dict"]
@@ -46,11 +45,12 @@ def load_fitted(config_args: list[str], checkpoint: str):
     return cli.model, cli.datamodule
 
 
-def main(argv: list[str]) -> Path:
+def main(argv: list[str], cli_class) -> Path:
+    """Run ``adlight export``; ``cli_class`` builds the model (the CLI hands in ``AdlightCLI``)."""
     options, config_args = _parse(argv)
     if options.format not in FORMATS:  # before building anything
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {options.format!r}")
-    model, datamodule = load_fitted(config_args, options.ckpt_path)
+    model, datamodule = load_fitted(cli_class, config_args, options.ckpt_path)
     try:
         class_names = datamodule.class_names
     except Exception:  # noqa: BLE001  the names need the data; an export does not
