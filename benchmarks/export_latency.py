@@ -7,7 +7,8 @@ Fits the shipped L2 AE (``fadaeinejad/mvtec_ae_l2``, 128 px, one short epoch: la
 depend on how well it is trained) and the shipped PatchCore (``patch_features/mvtec_patchcore``,
 256 px), exports each to ONNX and OpenVINO, then measures, each runtime in a fresh process:
 latency per image at batch 1 (median of ``--repeats``), throughput at batch 32 and peak resident
-memory of that process. Prints a Markdown table and the command.
+memory (VmHWM) of that process. PatchCore's eager path is also run with its torch search
+(``eager_torch_search``) beside the default faiss one, to show where its time goes. Prints a Markdown table and the command.
 """
 
 from __future__ import annotations
@@ -30,19 +31,21 @@ MODELS = {
 
 # one runtime in its own process: its peak RSS is its own
 MEASURE = r"""
-import json, resource, statistics, sys, time
+import json, statistics, sys, time
 import numpy as np
 runtime, folder, config, ckpt, size, repeats, threads = sys.argv[1:8]
 size, repeats, threads = int(size), int(repeats), int(threads)
 rng = np.random.default_rng(0)
 one, many = (rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8) for n in (1, 32))
-if runtime == "eager":
+if runtime.startswith("eager"):
     import torch
     torch.set_num_threads(threads)
     from adlight.cli import AdlightCLI
     from adlight.export.command import load_fitted
     model, _ = load_fitted(AdlightCLI, ["--config", config, "--data.root", sys.argv[8]], ckpt)
     model.eval()
+    if runtime == "eager_torch_search":  # PatchCore: blocked torch products instead of faiss
+        model.search = "torch"
     def run(batch):
         with torch.no_grad():  # predict_step's model call: anomaly_outputs on [0, 1] floats
             return model.anomaly_outputs({"image": torch.from_numpy(batch).float() / 255})
@@ -56,7 +59,8 @@ for _ in range(repeats):
     start = time.perf_counter(); run(one); times.append(time.perf_counter() - start)
 start = time.perf_counter(); run(many); run(many); batch_time = (time.perf_counter() - start) / 2
 print(json.dumps({"latency_ms": 1000 * statistics.median(times), "throughput": 32 / batch_time,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent
+                  "peak_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024}))
 """
 
 
@@ -90,7 +94,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in options.only:
             config, ckpt, size, folders = fit_and_export(name, options.root, options.category, Path(tmp))
-            for runtime in ("eager", "onnx", "openvino"):
+            extra = ("eager_torch_search",) if name == "patchcore" else ()
+            for runtime in ("eager", *extra, "onnx", "openvino"):
                 done = subprocess.run(
                     [sys.executable, "-c", MEASURE, runtime, folders.get(runtime, ""), config, ckpt,
                      str(size), str(options.repeats), str(options.threads), options.root],

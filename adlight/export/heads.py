@@ -52,29 +52,35 @@ class KernelDensityHead(nn.Module):
 
 
 class NearestBankDistances(nn.Module):
-    """Queries Q x D -> Euclidean distances Q x k to the k nearest bank rows (ascending)."""
+    """Queries Q x D -> Euclidean distances Q x k to the k nearest bank rows (ascending).
+
+    ``|q - b|^2 = |q|^2 + (|b|^2 - 2 q.b)``: the bracket is one Gemm per chunk against the
+    stored ``-2 bank^T`` with ``|b|^2`` as its bias, and ``|q|^2`` is added after the min,
+    which it does not change. Measured on 2 cores (256 px bottle, 21k-row bank), ONNX
+    Runtime took 284 ms per image with the three Q x chunk passes of the plain formula.
+    """
 
     def __init__(self, bank: Tensor, k: int, chunk: int) -> None:
         super().__init__()
-        self.register_buffer("bank", bank.float().contiguous())
-        self.register_buffer("bank_sq", bank.float().pow(2).sum(1))
+        bank = bank.float()
+        self.register_buffer("bank_t", (-2.0 * bank).T.contiguous())  # D x M
+        self.register_buffer("bank_sq", bank.pow(2).sum(1))
         self.k = int(k)
         self.chunk = max(1, int(chunk))
 
     def forward(self, queries: Tensor) -> Tensor:
-        query_sq = queries.pow(2).sum(1, keepdim=True)
         best = None
-        for start in range(0, self.bank.shape[0], self.chunk):
-            rows = self.bank[start:start + self.chunk]
-            d2 = query_sq - 2.0 * queries @ rows.T + self.bank_sq[start:start + self.chunk]
+        for start in range(0, self.bank_sq.shape[0], self.chunk):
+            stop = start + self.chunk
+            partial = torch.addmm(self.bank_sq[start:stop], queries, self.bank_t[:, start:stop])
             if self.k == 1:
-                part = d2.amin(1, keepdim=True)
+                part = partial.amin(1, keepdim=True)
                 best = part if best is None else torch.minimum(best, part)
             else:
-                part = torch.topk(d2, min(self.k, rows.shape[0]), dim=1, largest=False).values
+                part = torch.topk(partial, min(self.k, partial.shape[1]), dim=1, largest=False).values
                 both = part if best is None else torch.cat([best, part], dim=1)
                 best = torch.topk(both, min(self.k, both.shape[1]), dim=1, largest=False).values
-        return best.clamp_min(0.0).sqrt()
+        return (best + queries.pow(2).sum(1, keepdim=True)).clamp_min(0.0).sqrt()
 
 
 class SSIMMap(nn.Module):
