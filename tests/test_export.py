@@ -106,8 +106,8 @@ AUTOENCODERS = {
     "bce": lambda: AutoencoderModel(ZhaoKarrayAE(image_size=32, latent_dim=16), loss="bce"),
     "vae_mean_path": lambda: AutoencoderModel(FadaeinejadAE(in_channels=3, image_size=32, latent_dim=8,
                                                             variational=True)),
-    "ni_cae": lambda: AutoencoderModel(NICAE(in_channels=3, image_size=32, latent_dim=32),
-                                       noise_fraction=0.1),
+    "ni_cae_grayscale": lambda: AutoencoderModel(NICAE(in_channels=1, image_size=32, latent_dim=32),
+                                                 noise_fraction=0.1),
     "kd_cae": lambda: fitted_kde(AutoencoderModel(KDCAE(in_channels=3, image_size=32), kde=True), 32),
 }
 
@@ -115,11 +115,33 @@ AUTOENCODERS = {
 @pytest.mark.parametrize("name", sorted(AUTOENCODERS))
 def test_every_autoencoder_exports_to_onnx_with_the_same_scores_maps_and_decisions(name, tmp_path):
     torch.manual_seed(0)
-    images = textured(5, 32)
+    images = textured(5, 32, channels=1 if "grayscale" in name else 3)
     model = with_thresholds(AUTOENCODERS[name](), images)
     got = assert_parity(model, images, tmp_path, rtol=SSIM_RTOL if name == "ssim_map" else RTOL)
     assert 0 < got["prediction"].sum() < len(images)
     assert got["anomaly_map"].shape == (5, 1, 32, 32)  # the input's resolution
+
+
+def test_the_inferencer_reads_and_resizes_files_as_the_datamodules_do(tmp_path):
+    from PIL import Image
+    from torchvision.transforms.v2.functional import resize
+
+    from adlight.data.images import load_image
+    from adlight.inference.images import image_batch
+
+    rgb = textured(1, 48)[0].permute(1, 2, 0).numpy()
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
+    for name in ("rgb.png", "palette.png"):
+        for channels in (1, 3):
+            # adlight/data/datasets.py: float resize (bilinear, antialias), clamp, 8 bits
+            image = resize(load_image(tmp_path / name, channels), [32, 32], antialias=True)
+            want = (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            got = image_batch([tmp_path / name], channels, 32, 32)[0]
+            assert got.shape == want.shape
+            assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # one grey level at most
+            same = image_batch([tmp_path / name], channels, 48, 48)[0]  # no resize: exact
+            np.testing.assert_array_equal(same, (load_image(tmp_path / name, channels) * 255).round().byte().numpy())
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +149,7 @@ def features64() -> PatchFeatures:
     return PatchFeatures(Backbone("efficientnet_lite0", weights=LITE0, input_size=64))
 
 
-@pytest.mark.parametrize("family", ["patchcore", "patchcore_k3_chunked", "padim"])
+@pytest.mark.parametrize("family", ["patchcore", "patchcore_k3_chunked", "patchcore_openvino", "padim"])
 def test_patch_models_export_with_the_bank_or_gaussians_inside(family, features64, tmp_path):
     if family == "padim":
         model = PadimModel(features64, smoothing_sigma=2.0)
@@ -139,7 +161,8 @@ def test_patch_models_export_with_the_bank_or_gaussians_inside(family, features6
     with_thresholds(model, images)
     reference = eager(model, images)
     # 100 rows per chunk: the bank (about 128 rows) is searched in two chunks
-    export_model(model, "onnx", tmp_path, 64, 3, bank_chunk=100 if family.endswith("chunked") else 4096)
+    fmt = "openvino" if family.endswith("openvino") else "onnx"
+    export_model(model, fmt, tmp_path, 64, 3, bank_chunk=100 if family.endswith("chunked") else 4096)
     got = Inferencer(tmp_path).predict(images.numpy())
     for key in ("score", "anomaly_map"):
         assert np.abs(got[key] - reference[key]).max() <= RTOL * np.abs(reference[key]).max(), key
