@@ -169,15 +169,18 @@ def test_patch_models_export_with_the_bank_or_gaussians_inside(family, features6
     np.testing.assert_array_equal(got["prediction"], reference["score"] >= float(model.image_threshold))
 
 
-def test_ocsvm_classifier_and_dcgan_discriminator_export_their_scores(tmp_path):
+def test_ocsvm_classifiers_and_dcgan_discriminator_export_their_scores(tmp_path):
     torch.manual_seed(0)
     svm = OneClassSVMModel(RawPixels(), nu=0.5, nu_sweep=0)
     svm.fit_head(svm.head_features({"image": textured(20, 32, seed=1).float() / 255}))
     classifier = SupervisedClassifier(SmallCNN(in_channels=3, image_size=32, blocks=2, num_outputs=2))
+    # Minhas & Zelek's 2-way head on a pretrained backbone that enlarges the images (as the
+    # shipped CIFAR-10 and MNIST configs do: 32 or 28 px -> 112)
+    transfer = SupervisedClassifier(Backbone("efficientnet_lite0", weights=LITE0, num_classes=2, input_size=48))
     gan = GANModel(DCGANGenerator(latent_dim=8, image_size=32, width=8),
                    DCGANDiscriminator(image_size=32, width=8), score="discriminator")
     images = textured(6, 32)
-    for i, model in enumerate((svm, classifier, gan)):
+    for i, model in enumerate((svm, classifier, transfer, gan)):
         got = assert_parity(with_thresholds(model, images), images, tmp_path / str(i))
         assert set(got) == {"score", "prediction"}
 
