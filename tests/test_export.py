@@ -241,8 +241,10 @@ class Block:
         if name.split(".")[0] in ("torch", "lightning", "pytorch_lightning", "torchvision"):
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
-import json, adlight.inference as inf
+import json, os, adlight.inference as inf
+from adlight.inference.command import main
 out = inf.Inferencer(sys.argv[1]).predict(sys.argv[2:])
+main(["--exported", sys.argv[1], "--data.predict_dir", os.path.dirname(sys.argv[2])])  # the CSV too
 print(json.dumps({"score": out["score"].tolist(), "prediction": out["prediction"].tolist(),
                   "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "lightning"))}))
 """
@@ -255,8 +257,9 @@ def test_the_inferencer_runs_where_torch_and_lightning_cannot_be_imported(tmp_pa
     model = with_thresholds(AutoencoderModel(FadaeinejadAE(in_channels=3, image_size=32)), images)
     export_model(model, "onnx", tmp_path / "model", 32, 3)
     paths = []
+    (tmp_path / "images").mkdir()
     for i, image in enumerate(images):
-        paths.append(str(tmp_path / f"{i}.png"))
+        paths.append(str(tmp_path / "images" / f"{i}.png"))
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(paths[-1])
     done = subprocess.run([sys.executable, "-c", BLOCKER, str(tmp_path / "model"), *paths],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -266,3 +269,5 @@ def test_the_inferencer_runs_where_torch_and_lightning_cannot_be_imported(tmp_pa
     reference = eager(model, images)
     np.testing.assert_allclose(result["score"], reference["score"], rtol=RTOL)
     assert result["prediction"] == (reference["score"] >= float(model.image_threshold)).astype(int).tolist()
+    rows = (tmp_path / "model" / "predictions" / "scores.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(paths) and (tmp_path / "model" / "predictions" / "maps").is_dir()
