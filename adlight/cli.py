@@ -295,7 +295,15 @@ def main(args: list[str] | None = None) -> None:
 
         compare_main(argv[1:])
         return
+    exported = argv[:1] == ["predict"] and any(a.split("=", 1)[0] == "--exported" for a in argv)
     try:
+        if argv[:1] == ["export"] or exported:  # exported models: adlight/export, adlight/inference
+            from adlight.export.command import main as export_main
+            from adlight.inference.command import main as exported_predict_main
+
+            # the export is handed the CLI that builds the model: it never imports cli.py
+            export_main(argv[1:], AdlightCLI) if argv[0] == "export" else exported_predict_main(argv[1:])
+            return
         run(args)
     except Exception as error:
         cause = adlight_cause(error)

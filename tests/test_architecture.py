@@ -42,6 +42,15 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "report_page": ("nets", "data", "models", "callbacks", "cli", "sweep", "strategies"),
     # the sweep launches `adlight` runs; the CLI may offer the sweep, not the other way round
     "sweep": ("cli",),
+    # export: a fitted model as a plain-torch graph; handed the CLI class, never imports it
+    "export": ("data", "callbacks", "cli", "sweep", "tracking", "report_page", "inference"),
+    # running an exported folder: numpy, PIL and a runtime, no torch-side layer at all
+    "inference": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli", "sweep",
+                  "tracking", "strategies", "results", "report_page", "export", "losses", "checks"),
+    # the files predict writes, shared by the Lightning writer and the exported predict
+    "prediction_files": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep",
+                         "tracking", "strategies", "results", "report_page", "export", "inference",
+                         "losses"),
     "errors": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep"),
     "checks": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep"),
 }

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
 
-from adlight.callbacks.report import run_directory, unique_path
+from adlight.callbacks.report import run_directory
+from adlight.prediction_files import COLUMNS, start_scores_csv, unique_path, write_prediction_rows
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -24,7 +21,7 @@ class PredictionWriter(BasePredictionWriter):
     mask at the pixel threshold.
     """
 
-    COLUMNS = ("path", "score", "prediction", "anomaly_map", "map_max", "defect_mask", "error")
+    COLUMNS = COLUMNS
 
     def __init__(self, map_max: float | None = None) -> None:
         super().__init__(write_interval="batch")
@@ -37,37 +34,9 @@ class PredictionWriter(BasePredictionWriter):
         directory = Path(trainer.strategy.broadcast(str(directory) if directory else None))
         # every process writes its own CSV: no two processes append to one file
         name = "scores.csv" if trainer.world_size == 1 else f"scores-rank{trainer.global_rank}.csv"
-        (directory / "maps").mkdir(parents=True, exist_ok=True)
-        self._csv_path = directory / name
-        with self._csv_path.open("w", newline="") as handle:
-            csv.writer(handle).writerow(self.COLUMNS)
+        self._csv_path = start_scores_csv(directory, name)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx=0) -> None:
-        maps_dir = self._csv_path.parent / "maps"
-        # the threshold predict_step used (its "pixel_threshold"): the map's mid-grey
-        pixel_t = math.nan if prediction.get("pixel_threshold") is None else prediction["pixel_threshold"]
-        rows = []
-        for i, path in enumerate(prediction["path"]):
-            row = {"path": path, "score": float(prediction["score"][i]),
-                   "prediction": int(prediction["prediction"][i]) if "prediction" in prediction else ""}
-            if "anomaly_map" in prediction:
-                amap = prediction["anomaly_map"][i, 0].numpy()
-                scale = self.map_max or (2 * pixel_t if math.isfinite(pixel_t) and pixel_t > 0
-                                         else float(amap.max()) or 1.0)
-                stem = "_".join(Path(path).parts[-2:]).rsplit(".", 1)[0].replace(":", "_")
-                map_path = unique_path(maps_dir / f"{stem}.png")
-                Image.fromarray(np.clip(amap / scale * 255.0, 0, 255).astype(np.uint8)).save(map_path)
-                row.update(anomaly_map=map_path.name, map_max=scale)
-                if "defect_mask" in prediction:
-                    mask_path = unique_path(maps_dir / f"{map_path.stem}_mask.png")
-                    mask = prediction["defect_mask"][i, 0].numpy().astype(np.uint8) * 255
-                    Image.fromarray(mask).save(mask_path)
-                    row["defect_mask"] = mask_path.name
-            rows.append(row)
-        # files the predict loader could not decode: listed with their error, not scored
-        rows += [{"path": bad["path"], "error": bad["error"]} for bad in batch.get("unreadable", ())]
-        with self._csv_path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.COLUMNS)
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in self.COLUMNS})
+        # the pixel threshold predict_step used (its "pixel_threshold") is the map's mid-grey
+        write_prediction_rows(self._csv_path, prediction, batch.get("unreadable", ()), self.map_max)

@@ -20,17 +20,9 @@ from rich.table import Table
 
 from adlight.callbacks.figures import examples_figure, histogram_figure, pixel_f1_figure, roc_figure
 from adlight.metrics import ALL_CLASSES
+from adlight.prediction_files import unique_path
 from adlight.report_page import build_run_page
 from adlight.results import TestResults
-
-
-def unique_path(path: Path) -> Path:
-    """``path`` if it is free, else ``name-1``, ``name-2``...: never overwrite a user's file."""
-    candidate, n = path, 0
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return candidate
 
 
 def run_directory(trainer: L.Trainer) -> Path:

@@ -102,11 +102,16 @@ class PatchModel(FrozenFeaturesModule):
         # (under bf16 autocast a distance keeps 3 digits: ties in pixel AUROC)
         features = self.patch_features(images).float()
         with full_precision(features):
-            scores = self.patch_scores(features)  # N x h x w
-            maps = F.interpolate(scores.unsqueeze(1), size=tuple(images.shape[-2:]),
-                                 mode="bilinear", align_corners=False)
-            maps = smooth(maps, self.smoothing_sigma)
+            maps = self.maps_from_patch_scores(self.patch_scores(features), images.shape[-2:])
         return {"score": maps.flatten(1).amax(1), "anomaly_map": maps}
+
+    def maps_from_patch_scores(self, scores: Tensor, size) -> Tensor:
+        """N x h x w patch scores -> N x 1 x H x W maps: upsampled, then smoothed.
+
+        Its own method so that an exported graph (``adlight/export``) post-processes the same way.
+        """
+        maps = F.interpolate(scores.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
+        return smooth(maps, self.smoothing_sigma)
 
     # ----- for subclasses -------------------------------------------------------------
     def fit_patches(self, features: Tensor) -> dict[str, Tensor]:

@@ -290,8 +290,11 @@ class Backbone(nn.Module):
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)  # grayscale: the same plane on R, G and B
         if images.shape[-2:] != (self.input_size, self.input_size):
+            # antialiasing only acts when shrinking; enlarging with it is plain bilinear (to
+            # 1e-7), which, unlike the antialiased kernel, exports to ONNX (adlight/export)
+            shrink = images.shape[-1] > self.input_size or images.shape[-2] > self.input_size
             images = F.interpolate(images, size=(self.input_size, self.input_size),
-                                   mode="bilinear", align_corners=False, antialias=True)
+                                   mode="bilinear", align_corners=False, antialias=shrink)
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
 
     def forward(self, images: Tensor) -> Tensor:

@@ -1,0 +1,61 @@
+"""``adlight export --config FILE.yaml --ckpt_path X.ckpt --format onnx|openvino|torchscript --out DIR``.
+
+The model and datamodule are built from the config as ``adlight fit`` builds them (any
+override works), the checkpoint's weights and fitted head are loaded, and
+:func:`adlight.export.export_model` writes the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from adlight.errors import ConfigError
+from adlight.export import export_model
+from adlight.export.writers import FORMATS
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="adlight export", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt_path", required=True, help="the fitted model's checkpoint")
+    parser.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
+    parser.add_argument("--out", required=True, help="folder for the model file and metadata.json")
+    parser.add_argument("--bank_chunk", type=int, default=4096,
+                        help="PatchCore: memory-bank rows compared at once (bounds the search's memory)")
+    return parser.parse_known_args(argv)
+
+
+def load_fitted(cli_class, config_args: list[str], checkpoint: str):
+    """(model with the checkpoint's weights, datamodule) built by ``cli_class`` (``AdlightCLI``)
+    from ``--config`` and overrides, as ``adlight fit`` builds them."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"--ckpt_path {path} does not exist")
+    cli = cli_class(args=config_args, run=False)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        state = saved["state_dict"]
+    except Exception as error:  # a truncated or foreign file: one line naming it
+        raise ConfigError(f"--ckpt_path {path} is not a Lightning checkpoint "
+                          f"({type(error).__name__}: {error})") from None
+    cli.model.on_load_checkpoint(saved)
+    cli.model.load_state_dict(state)
+    return cli.model, cli.datamodule
+
+
+def main(argv: list[str], cli_class) -> Path:
+    """Run ``adlight export``; ``cli_class`` builds the model (the CLI hands in ``AdlightCLI``)."""
+    options, config_args = _parse(argv)
+    if options.format not in FORMATS:  # before building anything
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {options.format!r}")
+    model, datamodule = load_fitted(cli_class, config_args, options.ckpt_path)
+    try:
+        class_names = datamodule.class_names
+    except Exception:  # noqa: BLE001  the names need the data; an export does not
+        class_names = []
+    path = export_model(model, options.format, options.out, datamodule.image_size, datamodule.channels,
+                        class_names, str(options.ckpt_path), options.bank_chunk)
+    print(f"adlight export: wrote {path.parent} ({options.format})")
+    return path
