@@ -229,7 +229,10 @@ class AdlightCLI(LightningCLI):
         found = find_last_checkpoint(root)
         if found is not None:
             section["ckpt_path"] = str(found)
-        # none found: Lightning's own "last" warns and starts from scratch
+        elif self.subcommand != "fit":
+            # Lightning would warn and go on with the weights the model was built with
+            raise ConfigError(f"ckpt_path last: no last.ckpt in the earlier runs under {root}")
+        # fit with none found: Lightning's own "last" warns and starts from scratch
 
     def _version_roots(self) -> list[Path]:
         """Folders in which this run's ``version_N`` is created."""
