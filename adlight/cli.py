@@ -195,7 +195,8 @@ class AdlightCLI(LightningCLI):
             kwargs["default_root_dir"] = str(run_dirs.next_version(root / "lightning_logs"))
         try:
             trainer = super().instantiate_trainer(**kwargs)
-        except MisconfigurationException as error:
+        except (MisconfigurationException, TypeError, ValueError) as error:
+            # Lightning checks some values by type only here (devices=abc: TypeError)
             raise ConfigError(f"trainer: {one_line(error)}") from None
         run_dirs.check_writable(trainer.default_root_dir, "trainer.default_root_dir")
         for logger in trainer.loggers:
