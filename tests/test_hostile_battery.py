@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,10 +130,10 @@ def table(rows: list[list[str]], header: list[str], encoding: str = "utf-8", del
     return build
 
 
-def predict_over(make: Callable[[Path], Path]):
+def predict_over(make: Callable[[Path], Path], *extra: str):
     def build(tmp, shared):
         return ["predict", f"--config={AE}", *tiny(shared["root"]), f"--ckpt_path={shared['ckpt']}",
-                f"--data.predict_dir={make(tmp / 'in')}"]
+                f"--data.predict_dir={make(tmp / 'in')}", *extra]
     return build
 
 
@@ -209,6 +210,10 @@ def predict_scores(expected: int, same_score: tuple[str, ...] = ()):
     return check
 
 
+def _warned(err: str, words: str) -> None:
+    assert any(words in line for line in err.splitlines()), err
+
+
 def split_of(n_images: int):
     """The table was read as two columns: every image is in the run's split.csv."""
     def check(tmp: Path, out: str) -> None:
@@ -261,6 +266,7 @@ BATTERY = [
     Hostile("channels_two", ae_with("--data.channels=2"), 2, ("channels", "2")),
     # devices
     Hostile("accelerator_gpu_without_gpu", ae_with("--trainer.accelerator=gpu"), 2, ("gpu",)),
+    Hostile("devices_not_a_number", ae_with("--trainer.devices=abc"), 2, ("trainer", "devices")),
     # Lightning warns and trains in bf16-mixed, which CPUs have
     Hostile("precision_16_mixed_on_cpu", ae_with("--trainer.precision=16-mixed", "--test_after_fit=false"), 0,
             check=lambda tmp, out: next((tmp / "out").rglob("last.ckpt"))),
@@ -286,6 +292,9 @@ BATTERY = [
                      "(surrogate escapes) raises UnicodeEncodeError in write_on_batch_end"))),
     Hostile("predict_16bit_cmyk_palette_rgba_large", predict_over(_odd_images), 0,
             check=predict_scores(7, ("b_gray8.png", "c_gray16.png"))),
+    # a typo's 100000 worker processes would freeze the machine: capped at its CPUs, with a warning
+    Hostile("num_workers_far_above_the_cpus", predict_over(_images, "--data.loader.num_workers=100000"), 0,
+            check=lambda tmp, err: predict_scores(2)(tmp, err) or _warned(err, "loader.num_workers 100000")),
     # other commands
     Hostile("compare_a_folder_that_is_no_run", compare("notes", "{run}"), 2, ("{in}/notes",)),
     Hostile("compare_one_run", compare("{run}"), 2, ("two run directories", "got 1")),
@@ -309,13 +318,15 @@ def _run(args: list[str], cwd: Path, console: bool, capfd) -> tuple[int, str]:
     os.chdir(cwd)
     capfd.readouterr()
     try:
-        main(args)
+        with warnings.catch_warnings(record=True) as caught:  # printed to stderr by the script
+            warnings.simplefilter("always")
+            main(args)
         code = 0
     except SystemExit as exit_info:
         code = exit_info.code
     finally:
         os.chdir(old)
-    return code, capfd.readouterr().err
+    return code, "".join(f"UserWarning: {w.message}\n" for w in caught) + capfd.readouterr().err
 
 
 @pytest.mark.parametrize("case", BATTERY, ids=_ids(BATTERY))
