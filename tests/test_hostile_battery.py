@@ -179,12 +179,12 @@ def _one_file(folder: Path) -> Path:
     return _images(folder) / "000.png"
 
 
-def compare(*names: str):
+def compare(*names: str, out: str = "out"):
     def build(tmp, shared):
         (tmp / "in" / "notes").mkdir(parents=True)
         (tmp / "in" / "notes" / "readme.txt").write_text("not a run\n")
         dirs = [str(tmp / "in" / n) if n != "{run}" else str(shared["run"]) for n in names]
-        return ["compare", *dirs, "--out=out"]
+        return ["compare", *dirs, f"--out={out.format(**{'in': tmp / 'in'})}"]
     return build
 
 
@@ -298,6 +298,8 @@ BATTERY = [
     # other commands
     Hostile("compare_a_folder_that_is_no_run", compare("notes", "{run}"), 2, ("{in}/notes",)),
     Hostile("compare_one_run", compare("{run}"), 2, ("two run directories", "got 1")),
+    Hostile("compare_out_is_a_file", compare("{run}", "{run}", out="{in}/notes/readme.txt"), 2,
+            ("--out", "{in}/notes/readme.txt", "is a file")),
     Hostile("sweep_grid_without_values", sweep(f"--config={AE}", "--grid", "seed_everything"), 2,
             ("seed_everything",)),
     Hostile("sweep_file_is_a_list", sweep(spec="- configs/quickstart.yaml\n"), 2, ("sweep.yaml",)),
