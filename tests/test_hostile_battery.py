@@ -5,8 +5,9 @@ Every row is an ``adlight`` command line run from a fresh folder on input it wro
 ``console`` run the installed ``adlight`` script in a subprocess, which costs seconds of imports
 each). It must end in one ``adlight: error: ...`` line naming the thing (exit 2, no traceback)
 or in a correct result that the row checks. No row may change, add or remove a file under
-``in/`` or in the shared fitted run, and a failed run leaves no ``version_N`` folder. Two rows
-fit a tiny model, the fixture a third. The table of what each row gives is ``docs/bad_input.md``.
+``in/`` or in the shared fitted run, and a failed run leaves no ``version_N`` folder. One row
+fits a tiny model, the fixture another. The table of what each row gives is ``docs/bad_input.md``.
+Over 300 lines on purpose: each row's builder sits in this file beside the table that lists it.
 """
 
 from __future__ import annotations
