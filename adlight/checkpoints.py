@@ -39,6 +39,10 @@ class Checkpoint:
         return model.get("class_path") or self.hyper_parameters.get("_class_path")
 
 
+# what a file written by torch.save starts with: a zip archive, or a pickle (the legacy format)
+_TORCH_SAVE_HEADS = (b"PK\x03\x04", b"\x80")
+
+
 def _load(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -46,6 +50,12 @@ def _load(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is a directory, not a .ckpt file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head.startswith(_TORCH_SAVE_HEADS):
+        # torch's own message would advise weights_only=False, which cannot help here
+        raise CheckpointError(f"checkpoint {path} cannot be read: it is not a file torch.save writes "
+                              "(no zip or pickle header; a config, an image, a text file?)")
     try:
         # weights_only: as Lightning reads hyper-parameters; a checkpoint runs no code when read
         content = torch.load(path, map_location="cpu", weights_only=True, mmap=False)

@@ -195,7 +195,8 @@ class AdlightCLI(LightningCLI):
             kwargs["default_root_dir"] = str(run_dirs.next_version(root / "lightning_logs"))
         try:
             trainer = super().instantiate_trainer(**kwargs)
-        except MisconfigurationException as error:
+        except (MisconfigurationException, TypeError, ValueError) as error:
+            # Lightning checks some values by type only here (devices=abc: TypeError)
             raise ConfigError(f"trainer: {one_line(error)}") from None
         run_dirs.check_writable(trainer.default_root_dir, "trainer.default_root_dir")
         for logger in trainer.loggers:
@@ -229,7 +230,10 @@ class AdlightCLI(LightningCLI):
         found = find_last_checkpoint(root)
         if found is not None:
             section["ckpt_path"] = str(found)
-        # none found: Lightning's own "last" warns and starts from scratch
+        elif self.subcommand != "fit":
+            # Lightning would warn and go on with the weights the model was built with
+            raise ConfigError(f"ckpt_path last: no last.ckpt in the earlier runs under {root}")
+        # fit with none found: Lightning's own "last" warns and starts from scratch
 
     def _version_roots(self) -> list[Path]:
         """Folders in which this run's ``version_N`` is created."""

@@ -3,6 +3,8 @@ jsonargparse's parser errors without the usage of every option."""
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import os
 import re
 import sys
@@ -17,6 +19,7 @@ _SEARCH_LINES = re.compile(r"(Does not validate against any of the Union subtype
                            r"Given value type:|Given value:|Expected a <class 'NoneType'>|"
                            r"Problem with given class_path .*:|Parser key \"[^\"]+\":).*")
 # a value given for a nested key (--model.network.init_args.latent_dim 1.5) is reported as this
+_NO_ATTRIBUTE = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
 _NESTED = re.compile(r"NestedArg\(key='([^']+)', val='(.*)'\)")
 
 
@@ -63,7 +66,22 @@ def parser_message(message: str) -> str:
             head = key.group(1) + (f"={given[-1]}" if given else "")
     if key is not None and key.group(2) and not _SEARCH_LINES.fullmatch(key.group(2)):
         reasons.insert(0, key.group(2))
-    return f"{head}: {'; '.join(reasons)}" if reasons else head
+    line = f"{head}: {'; '.join(reasons)}" if reasons else head
+    return line + _did_you_mean(line)
+
+
+def _did_you_mean(line: str) -> str:
+    """For a class path with a typo (``adlight.models.AutoencoderModle``): the close names the
+    module does have."""
+    missing = _NO_ATTRIBUTE.search(line)
+    if missing is None:
+        return ""
+    try:
+        names = dir(importlib.import_module(missing.group(1)))
+    except Exception:  # noqa: BLE001 - a suggestion only; the line already says what is wrong
+        return ""
+    close = difflib.get_close_matches(missing.group(2), [n for n in names if not n.startswith("_")], n=1)
+    return f"; did you mean '{missing.group(1)}.{close[0]}'?" if close else ""
 
 
 class AdlightParser(LightningArgumentParser):

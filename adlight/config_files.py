@@ -21,13 +21,22 @@ from adlight.errors import ConfigError
 BASE_KEY = "base"
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's message (several lines, a caret under the text) as "line L, column C: problem"."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         content = yaml.safe_load(path.read_text())
     except OSError as error:
         raise ConfigError(f"config {path} cannot be read: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+        raise ConfigError(f"config {path} is not valid YAML: {_yaml_problem(error)}") from None
     if content is None:
         return {}
     if not isinstance(content, dict):

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from adlight.checks import check_int, check_seed
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.images import list_images
-from adlight.data.loader import LoaderOptions
+from adlight.data.loader import LoaderOptions, usable_workers
 from adlight.data.predict import PredictImageDataset, PredictLoader, collate_readable
 from adlight.data.transforms import eval_transform
 from adlight.errors import DataError
@@ -100,7 +100,7 @@ class AnomalyDataModule(L.LightningDataModule):
 
     @property
     def num_workers(self) -> int:
-        return self.loader.num_workers
+        return usable_workers(self.loader.num_workers)
 
     @property
     def cache_images(self) -> bool:

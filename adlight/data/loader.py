@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 
 from torchvision.transforms import v2
@@ -42,3 +44,14 @@ class LoaderOptions:
         """The train-only augmentations switched on (``None`` when all are off)."""
         return augmentation_transform(self.rotation_degrees, self.hflip, self.vflip,
                                       self.noise_std)
+
+
+def usable_workers(asked: int) -> int:
+    """``asked``, or the CPUs this process may use when it asks for more: a typo's 100000 would
+    fork until a shared node freezes. A warning names the argument."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if asked <= cpus:
+        return asked
+    warnings.warn(f"loader.num_workers {asked} is more than the {cpus} CPUs this process may use; "
+                  f"using {cpus}", stacklevel=2)
+    return cpus

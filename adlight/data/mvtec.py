@@ -90,6 +90,8 @@ class MVTecDataModule(AnomalyDataModule):
         super().__init__(image_size=image_size, channels=channels, **kwargs)
         if not isinstance(category, str) or not category.strip():
             raise DataError(f"category must be the name of a category folder, got {category!r}")
+        if Path(category).name != category or category == "..":  # "bottle/train" would read <root>/bottle/train/train/good
+            raise DataError(f"category must be one folder name under root, not a path, got {category!r}")
         self.root = Path(root)
         self.category = category
         self.val_fraction = check_fraction("val_fraction", val_fraction, error=DataError)
@@ -163,6 +165,9 @@ class MVTecDataModule(AnomalyDataModule):
     def _check_layout(self) -> None:
         if not self.category_dir.is_dir() and self.download:
             self._download()  # setup() without prepare_data(), e.g. outside a Trainer
+        if self.root.is_file():
+            raise DataError(f"MVTec AD root {self.root} is a file, not a folder; extract it and set root "
+                            "to the folder holding the category folders")
         if not self.root.is_dir():
             raise DataError(
                 f"MVTec AD root {self.root} does not exist; pass download=True to fetch the "

@@ -80,7 +80,8 @@ class TableDataModule(AnomalyDataModule):
             anomaly that validation left (without groups); all rows of the test groups (with).
         abnormal_train_fraction: share of each anomalous class's leftover rows (neither val nor
             test) moved into train, for supervised families; 0 keeps train normal-only.
-        delimiter: the field separator; default tab for ``.tsv``/``.tab`` files, else comma.
+        delimiter: the field separator; default tab for ``.tsv``/``.tab`` files, else comma,
+            or ``;``/``|``/tab when the header has that and not the default.
 
     ``class_names`` is the normal values, then the anomalous ones (as given, else sorted);
     ``split.csv`` also lists the group and the unused rows.

@@ -17,11 +17,29 @@ class TableRow:
     cells: dict[str, str]
 
 
+# what spreadsheets write besides commas (a German Excel writes ";"); tried in this order
+_DELIMITERS = (",", "\t", ";", "|")
+
+
+def _guess_delimiter(path: Path) -> str:
+    """Tab for .tsv/.tab, else comma, unless the header has none of it but another of
+    :data:`_DELIMITERS` (a ``path;label`` header would otherwise be one column)."""
+    default = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = f.readline()
+    except (UnicodeDecodeError, OSError):
+        return default  # read_table names the problem
+    if default in header:
+        return default
+    return next((d for d in _DELIMITERS if d in header), default)
+
+
 def read_table(path: Path, delimiter: str | None = None) -> tuple[list[str], list[TableRow], str]:
     """``(columns, rows, source)``; the delimiter defaults to tab for .tsv/.tab, else comma."""
     if not path.is_file():
         raise DataError(f"table {path} does not exist or is not a file")
-    delimiter = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+    delimiter = delimiter or _guess_delimiter(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f, delimiter=delimiter)

@@ -17,6 +17,7 @@ from typing import Any
 
 from adlight.errors import AdlightError, DataError
 from adlight.report_page.page import RESULTS_NAME, render
+from adlight.run_dirs import check_writable
 
 COMPARE_NAME = "compare.html"
 
@@ -81,6 +82,7 @@ def build_compare_page(run_dirs: list[Path], out: Path) -> Path:
     if len(run_dirs) < 2:
         raise DataError(f"compare: give at least two run directories, got {len(run_dirs)}")
     out = Path(out)
+    check_writable(out, "compare: --out")
     out.mkdir(parents=True, exist_ok=True)
     page = out / COMPARE_NAME
     page.write_text(render(compare_data([Path(d) for d in run_dirs], out), "compare.js"), encoding="utf-8")
