@@ -30,7 +30,7 @@ def start_scores_csv(directory: Path, name: str = "scores.csv") -> Path:
     """Create ``directory/maps`` and ``directory/name`` with its header; returns the CSV's path."""
     (directory / "maps").mkdir(parents=True, exist_ok=True)
     path = directory / name
-    with path.open("w", newline="") as handle:
+    with path.open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerow(COLUMNS)
     return path
 
@@ -65,7 +65,9 @@ def write_prediction_rows(csv_path: Path, prediction: dict, unreadable: Iterable
         rows.append(row)
     # files that could not be decoded: listed with their error, not scored
     rows += [{"path": bad["path"], "error": bad["error"]} for bad in unreadable]
-    with csv_path.open("a", newline="") as handle:
+    # a file name that is not UTF-8 (Linux hands it over with surrogate escapes) is written
+    # with its odd bytes as backslash escapes, so the CSV stays UTF-8 and the row stays readable
+    with csv_path.open("a", newline="", encoding="utf-8", errors="backslashreplace") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in COLUMNS})

@@ -287,10 +287,7 @@ BATTERY = [
             ("ckpt_path last", "no last.ckpt", "out"), console=True),
     Hostile("predict_dir_is_one_image", predict_over(_one_file), 2, ("{in}/000.png", "not a directory")),
     Hostile("predict_dir_with_a_symlink_loop", predict_over(_symlink_loop), 0, check=predict_scores(2)),
-    pytest.param(Hostile("predict_file_name_not_utf8", predict_over(_non_utf8_name), 0, check=predict_scores(3)),
-                 marks=pytest.mark.xfail(strict=True, raises=UnicodeEncodeError, reason=(
-                     "callbacks/predictions.py writes scores.csv as UTF-8; a latin-1 file name "
-                     "(surrogate escapes) raises UnicodeEncodeError in write_on_batch_end"))),
+    Hostile("predict_file_name_not_utf8", predict_over(_non_utf8_name), 0, check=predict_scores(3)),
     Hostile("predict_16bit_cmyk_palette_rgba_large", predict_over(_odd_images), 0,
             check=predict_scores(7, ("b_gray8.png", "c_gray16.png"))),
     # a typo's 100000 worker processes would freeze the machine: capped at its CPUs, with a warning
