@@ -81,8 +81,9 @@ class AutoencoderModel(FittedHeadMixin, AnomalyModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         num_examples: int = 4,
+        allow_untrained: bool = False,
     ) -> None:
-        super().__init__(image_threshold, pixel_threshold, num_examples)
+        super().__init__(image_threshold, pixel_threshold, num_examples, allow_untrained)
         self.save_hyperparameters(ignore=["network", "optimizer", "scheduler"])
         self.network = network
         self.loss_name = check_loss_name(loss)

@@ -45,8 +45,9 @@ class SupervisedClassifier(AnomalyModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         num_examples: int = 4,
+        allow_untrained: bool = False,
     ) -> None:
-        super().__init__(image_threshold, None, num_examples)
+        super().__init__(image_threshold, None, num_examples, allow_untrained)
         self.save_hyperparameters(ignore=["network", "optimizer", "scheduler"])
         if target not in ("label", "normal_subclass"):
             raise ConfigError(f"target must be 'label' or 'normal_subclass', got {target!r}")

@@ -90,8 +90,9 @@ class GANModel(AnomalyModule):
         generator_optimizer: OptimizerCallable | None = None,
         discriminator_optimizer: OptimizerCallable | None = None,
         num_examples: int = 4,
+        allow_untrained: bool = False,
     ) -> None:
-        super().__init__(image_threshold, pixel_threshold, num_examples)
+        super().__init__(image_threshold, pixel_threshold, num_examples, allow_untrained)
         self.save_hyperparameters(ignore=["generator", "discriminator",
                                           "generator_optimizer", "discriminator_optimizer"])
         self.automatic_optimization = False
