@@ -177,8 +177,8 @@ class AnomalyModule(L.LightningModule):
         (the source then says why). A threshold chosen on other weights is never returned."""
         mode = getattr(self, f"{level}_threshold_mode")
         value = float(getattr(self, f"{level}_threshold"))
-        if isinstance(mode, float):
-            return value, "fixed"
+        if isinstance(mode, float):  # the configured value, over whatever a checkpoint held
+            return mode, "fixed"
         if mode is None:
             return math.nan, "none"  # asked for: threshold-free metrics only
         chosen_at, weights_at = int(getattr(self, f"{level}_threshold_step")), int(self.trained_steps)
