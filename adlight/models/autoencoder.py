@@ -60,6 +60,7 @@ class AutoencoderModel(FittedHeadMixin, AnomalyModule):
         kde_combination: ``max`` of the two standardised scores (anomalous when either
             criterion is, as KD-CAE's two thresholds) or their ``sum``.
         optimizer, scheduler: factories given by the config (class_path + init_args).
+        allow_untrained: score with the weights it was built with, never trained (see AnomalyModule).
     """
 
     def __init__(

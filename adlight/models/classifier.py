@@ -35,6 +35,7 @@ class SupervisedClassifier(AnomalyModule):
         image_threshold: 0.5 (the classifier's own decision) by default; ``val_f1`` or null
             work as for every model.
         optimizer, scheduler: factories from the config (the paper's SGD is in the YAML).
+        allow_untrained: score with the weights it was built with, never trained (see AnomalyModule).
     """
 
     def __init__(

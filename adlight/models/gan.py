@@ -67,6 +67,7 @@ class GANModel(AnomalyModule):
         smoothing_sigma: Gaussian blur of the residual map, in pixels (0 = none).
         generator_optimizer, discriminator_optimizer: factories (``None``: Adam, lr 2e-4,
             betas (0.5, 0.999), as in the DCGAN paper).
+        allow_untrained: score with the weights it was built with, never trained (see AnomalyModule).
     """
 
     #: each optimiser's step leaves the other network out of its backward pass, which
