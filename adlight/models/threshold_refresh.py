@@ -82,6 +82,7 @@ def _rethreshold_file(module: AnomalyModule, path: Path, loader: Any, levels: li
         module.load_state_dict(in_memory)
     for name, value in chosen.items():
         state[name] = value.detach().cpu().clone()
+    module.trainer.strategy.barrier("adlight-checkpoint-read")  # no process still reads the file
     module.trainer.strategy.save_checkpoint(checkpoint, path)  # rank 0 writes
 
 
