@@ -164,7 +164,7 @@ CASES = [
           "image_threshold_source": lambda v: v.startswith("none: the threshold was chosen on other weights")}),
     Case("fixed_threshold_above_every_score",
          lambda tmp, fx: ["fit", *quick(tmp / "run", "--model.init_args.image_threshold=1000")], 0,
-         ("fixed image_threshold 1000 is outside the observed image scores [",),
+         ("fixed image_threshold 1000 is outside the observed scores [",),
          {"image_threshold": lambda v: v == 1000, "image_recall": lambda v: v == 0}),
     # a checkpoint from before the step counters and the head record came from a fit
     Case("checkpoint_without_step_counters", _old_ae, 0, (),

@@ -26,11 +26,9 @@ from adlight.metrics import (
     has_both_classes,
     parse_threshold,
     per_class_metrics,
+    threshold_outside_scores,
 )
-from adlight.models.threshold_refresh import (
-    choose_thresholds_after_fit,
-    warn_fixed_threshold_outside_scores,
-)
+from adlight.models.threshold_refresh import choose_thresholds_after_fit
 from adlight.results import TestResults
 
 ThresholdArg = float | str | None
@@ -221,9 +219,12 @@ class AnomalyModule(L.LightningModule):
         outputs = self.test_collector.compute()
         self.test_collector.reset()
         (image_t, image_source), (pixel_t, pixel_source) = map(self.usable_threshold, ("image", "pixel"))
-        warn_fixed_threshold_outside_scores(self.image_threshold_mode, outputs.score, "image")
-        if outputs.anomaly_map is not None:
-            warn_fixed_threshold_outside_scores(self.pixel_threshold_mode, outputs.anomaly_map, "pixel")
+        for level, scores in (("image", outputs.score), ("pixel", outputs.anomaly_map)):
+            mode = getattr(self, f"{level}_threshold_mode")
+            outside = isinstance(mode, float) and scores is not None and \
+                threshold_outside_scores(mode, scores, f"{level}_threshold")
+            if outside:
+                rank_zero_warn(outside)
         report: dict[str, Any] = evaluate(outputs, image_t, pixel_t, nu_sweep=self.sweep_nus)
         sources = {"image": image_source, "pixel": pixel_source}
         for level, value in (("image", image_t), ("pixel", pixel_t)):

@@ -10,12 +10,10 @@ the step of the weights they were chosen on, into that file.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from adlight.epoch_outputs import EpochOutputs
@@ -116,15 +114,3 @@ def choose_thresholds_after_fit(module: AnomalyModule) -> None:
         _rethreshold_file(module, path, loader, levels)
     module.trainer.strategy.barrier("adlight-thresholds-written")
 
-
-def warn_fixed_threshold_outside_scores(mode: Any, scores: Tensor, level: str) -> None:
-    """Warn when a fixed threshold lies outside the scores it is applied to (all one class)."""
-    if not isinstance(mode, float) or scores.numel() == 0:
-        return
-    low, high = float(scores.min()), float(scores.max())
-    if math.isfinite(low) and math.isfinite(high) and not low <= mode <= high:
-        rank_zero_warn(
-            f"the fixed {level}_threshold {mode:g} is outside the observed {level} scores "
-            f"[{low:.6g}, {high:.6g}]: every {level} is predicted "
-            f"{'normal' if mode > high else 'anomalous'}"
-        )
