@@ -85,12 +85,17 @@ def _rethreshold_file(module: AnomalyModule, path: Path, loader: Any, levels: li
 
 
 def kept_checkpoints(module: AnomalyModule) -> list[Path]:
-    """Best (every kept top-k) and last checkpoint file of every ModelCheckpoint, once each."""
+    """Best (every kept top-k) and last checkpoint file of every ModelCheckpoint, once each.
+
+    Only files in this run's checkpoint folders: a resumed fit restores ``best_model_path``
+    from the run it resumed, whose files are never rewritten."""
     paths: list[Path] = []
     for callback in module.trainer.checkpoint_callbacks:
+        folder = Path(callback.dirpath).resolve() if callback.dirpath else None
         for name in (*getattr(callback, "best_k_models", {}), callback.best_model_path, callback.last_model_path):
-            if name and Path(name).is_file() and Path(name) not in paths:
-                paths.append(Path(name))
+            path = Path(name) if name else None
+            if path is not None and path.is_file() and path.resolve().parent == folder and path not in paths:
+                paths.append(path)
     return paths
 
 
