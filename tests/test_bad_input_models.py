@@ -239,7 +239,7 @@ def test_best_and_last_checkpoints_carry_the_thresholds_of_their_own_weights(tmp
                            save_on_train_epoch_end=True)
     last = LastCheckpoint(dirpath=str(tmp_path / "ckpt"))  # what adlight fit adds
     trainer = L.Trainer(max_epochs=3, check_val_every_n_epoch=5, accelerator="cpu", callbacks=[best, last],
-                        logger=False, enable_progress_bar=False, enable_model_summary=False)
+                        logger=False, default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False)
     L.seed_everything(0)
     trainer.fit(tiny_autoencoder(), datamodule=data)
     best_path, last_path = Path(best.best_model_path), Path(last.last_model_path)
@@ -250,7 +250,7 @@ def test_best_and_last_checkpoints_carry_the_thresholds_of_their_own_weights(tmp
         assert int(state["image_threshold_step"]) == int(state["trained_steps"]), path
         # the threshold is the one validating these very weights chooses
         model = tiny_autoencoder()
-        checker = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+        checker = L.Trainer(accelerator="cpu", logger=False, default_root_dir=tmp_path, enable_progress_bar=False,
                             enable_model_summary=False)
         checker.validate(model, datamodule=data, ckpt_path=path, verbose=False)
         assert float(model.image_threshold) == pytest.approx(float(state["image_threshold"])), path
@@ -280,9 +280,9 @@ def test_a_head_names_each_field_of_another_representation(tmp_path):
     checkpoint = trainer.checkpoint_callback.best_model_path
     other = OneClassSVMModel(RawPixels(size=8, unit_length=False), nu_sweep=0)
     with pytest.raises(ConfigError, match=r"unit_length: True at fit vs False now"):
-        L.Trainer(accelerator="cpu", logger=False).test(other, datamodule=data, ckpt_path=checkpoint)
+        L.Trainer(accelerator="cpu", logger=False, default_root_dir=tmp_path).test(other, datamodule=data, ckpt_path=checkpoint)
     same = OneClassSVMModel(RawPixels(size=8), nu_sweep=0)
-    L.Trainer(accelerator="cpu", logger=False).test(same, datamodule=data, ckpt_path=checkpoint, verbose=False)
+    L.Trainer(accelerator="cpu", logger=False, default_root_dir=tmp_path).test(same, datamodule=data, ckpt_path=checkpoint, verbose=False)
     assert same.fitted_representation["size"] == "8" and same.fitted_representation["data image_size"] == "32"
 
 
