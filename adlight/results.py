@@ -21,7 +21,8 @@ class TestResults:
             mask) for the example figure.
         image_threshold, pixel_threshold: the thresholds used (``None``: none).
         image_threshold_source, pixel_threshold_source: where each came from
-            (``"validation split, F1-optimal"``, ``"fixed"`` or ``"none"``).
+            (``"validation split, F1-optimal"``, ``"fixed"``, ``"none"`` when none was asked
+            for, or ``"none: <why>"`` when none could be chosen for these weights).
         class_names: the datamodule's class names (``class_id`` -> name).
     """
 

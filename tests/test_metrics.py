@@ -227,6 +227,8 @@ class _BrightnessModel(AnomalyModule):
     """A model with no network at all: score = how far pixels stray from the texture's mean.
     Per-class results must come from the base class for any model like this one."""
 
+    learns_by_gradient = False  # no weights: nothing to refuse as untrained
+
     def anomaly_outputs(self, batch):
         amap = (batch["image"] - 0.45).abs().amax(1, keepdim=True)
         return {"score": amap.flatten(1).amax(1), "anomaly_map": amap}

@@ -119,7 +119,8 @@ def test_kd_cae_fits_on_synthetic_mvtec_and_its_kde_survives_a_checkpoint(tmp_pa
 
 def test_a_model_with_an_unfitted_head_refuses_to_test(tmp_path, mvtec_root):
     data = MVTecDataModule(root=str(mvtec_root), category="bottle", image_size=32, loader=LoaderOptions(batch_size=4))
-    model = AutoencoderModel(KDCAE(image_size=32, latent_channels=8), kde=True)
+    # allowed to score untrained, so that the missing head is what it refuses
+    model = AutoencoderModel(KDCAE(image_size=32, latent_channels=8), kde=True, allow_untrained=True)
     with pytest.raises(ConfigError, match="not fitted"):
         tiny_trainer(tmp_path).test(model, datamodule=data, verbose=False)
 

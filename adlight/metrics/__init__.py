@@ -15,6 +15,7 @@ from adlight.metrics.core import (
     rescale_unit,
     roc_curve,
     threshold_metrics,
+    threshold_outside_scores,
 )
 from adlight.metrics.evaluation import (
     ALL_CLASSES,
@@ -47,4 +48,5 @@ __all__ = [
     "rescale_unit",
     "roc_curve",
     "threshold_metrics",
+    "threshold_outside_scores",
 ]

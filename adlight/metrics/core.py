@@ -158,6 +158,18 @@ def threshold_metrics(scores: Tensor, labels: Tensor, threshold: float) -> dict[
     }
 
 
+def threshold_outside_scores(threshold: float, scores: Tensor, argument: str) -> str | None:
+    """Why a fixed ``threshold`` decides nothing: it lies outside the ``scores`` (``None`` if inside)."""
+    if scores.numel() == 0:
+        return None
+    low, high = float(scores.min()), float(scores.max())
+    if not (math.isfinite(low) and math.isfinite(high)) or low <= threshold <= high:
+        return None
+    side = "normal" if threshold > high else "anomalous"
+    return (f"the fixed {argument} {threshold:g} is outside the observed scores [{low:.6g}, "
+            f"{high:.6g}]: every one is predicted {side}")
+
+
 def parse_threshold(value: float | str | None, argument: str) -> float | str | None:
     """Validate a threshold argument: a number, ``"val_f1"`` or ``None`` (no threshold)."""
     if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -60,6 +60,7 @@ class AutoencoderModel(FittedHeadMixin, AnomalyModule):
         kde_combination: ``max`` of the two standardised scores (anomalous when either
             criterion is, as KD-CAE's two thresholds) or their ``sum``.
         optimizer, scheduler: factories given by the config (class_path + init_args).
+        allow_untrained: score with the weights it was built with, never trained (see AnomalyModule).
     """
 
     def __init__(
@@ -81,8 +82,9 @@ class AutoencoderModel(FittedHeadMixin, AnomalyModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         num_examples: int = 4,
+        allow_untrained: bool = False,
     ) -> None:
-        super().__init__(image_threshold, pixel_threshold, num_examples)
+        super().__init__(image_threshold, pixel_threshold, num_examples, allow_untrained)
         self.save_hyperparameters(ignore=["network", "optimizer", "scheduler"])
         self.network = network
         self.loss_name = check_loss_name(loss)

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from adlight.epoch_outputs import EpochCollector, EpochOutputs
+from adlight.errors import ConfigError
 from adlight.metrics import (
     auroc,
     evaluate,
@@ -25,7 +26,9 @@ from adlight.metrics import (
     has_both_classes,
     parse_threshold,
     per_class_metrics,
+    threshold_outside_scores,
 )
+from adlight.models.threshold_refresh import choose_thresholds_after_fit
 from adlight.results import TestResults
 
 ThresholdArg = float | str | None
@@ -42,7 +45,12 @@ class AnomalyModule(L.LightningModule):
         pixel_threshold: the same for anomaly-map pixels (the papers' tau).
         num_examples: how many normal and how many anomalous test images to keep for the
             example figure.
+        allow_untrained: test, validate or predict with the weights the model was built
+            with, never trained (a model that learns by gradient refuses that by default).
     """
+
+    #: whether the model learns its weights by gradient (so untrained weights mean nothing)
+    learns_by_gradient: bool = True
 
     #: the nu of each column of ``score_sweep`` (a model scoring with several fitted
     #: variants); the evaluator reports the AUROC of each and their mean and std
@@ -53,13 +61,24 @@ class AnomalyModule(L.LightningModule):
         image_threshold: ThresholdArg = "val_f1",
         pixel_threshold: ThresholdArg = "val_f1",
         num_examples: int = 4,
+        allow_untrained: bool = False,
     ) -> None:
         super().__init__()
+        self.allow_untrained = bool(allow_untrained)
         self.image_threshold_mode = parse_threshold(image_threshold, "image_threshold")
         self.pixel_threshold_mode = parse_threshold(pixel_threshold, "pixel_threshold")
         # thresholds are buffers so that they live in the checkpoint with the weights
         self.register_buffer("image_threshold", self._initial(self.image_threshold_mode))
         self.register_buffer("pixel_threshold", self._initial(self.pixel_threshold_mode))
+        # training batches seen, saved with the weights: 0 means never trained; -1 is a
+        # checkpoint from before the counter (it came from a fit, so it counts as trained)
+        self.register_buffer("trained_steps", torch.tensor(0, dtype=torch.int64))
+        # the trained_steps of the weights each threshold was chosen on (a stale one is
+        # never used: see usable_threshold)
+        self.register_buffer("image_threshold_step", torch.tensor(-1, dtype=torch.int64))
+        self.register_buffer("pixel_threshold_step", torch.tensor(-1, dtype=torch.int64))
+        #: why no threshold was chosen, per level (shown as the threshold's source)
+        self.threshold_notes: dict[str, str] = {}
         self.num_examples = num_examples
         self.val_collector = EpochCollector()
         self.test_collector = EpochCollector()
@@ -76,6 +95,35 @@ class AnomalyModule(L.LightningModule):
         """``score`` (N) and optionally ``anomaly_map`` (N x 1 x H x W), ``reconstruction``."""
         raise NotImplementedError
 
+    # ----- training: count the steps the weights have seen --------------------------------
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.trained_steps += 1
+
+    def on_fit_end(self) -> None:
+        # the thresholds must belong to the weights that are kept: the last validation epoch
+        # may have run on earlier ones, or none may have run (threshold_refresh.py)
+        if not self.trainer.interrupted:
+            choose_thresholds_after_fit(self)
+
+    def require_trained(self) -> None:
+        """Refuse (ConfigError) to score with the weights the model was built with."""
+        if self.learns_by_gradient and int(self.trained_steps) == 0 and not self.allow_untrained:
+            raise ConfigError(
+                f"{type(self).__name__} was never trained: fit it first (adlight fit), load a "
+                "checkpoint written by a fit (--ckpt_path), or score with the weights it was "
+                "built with on purpose (--model.allow_untrained true)"
+            )
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "validate":
+            self.require_trained()
+
+    def on_test_start(self) -> None:
+        self.require_trained()
+
+    def on_predict_start(self) -> None:
+        self.require_trained()
+
     # ----- validation: thresholds -------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self.val_collector.update(batch, self.anomaly_outputs(batch))
@@ -89,25 +137,74 @@ class AnomalyModule(L.LightningModule):
             return  # two batches are no basis for a threshold
         if has_both_classes(outputs.label):
             self.log("val/image_AUROC", auroc(outputs.score, outputs.label), sync_dist=True)
+        if outputs.has_pixels:
+            pixel_labels = outputs.mask.flatten().long()
+            if has_both_classes(pixel_labels):
+                self.log("val/pixel_AUROC", auroc(outputs.anomaly_map.flatten(), pixel_labels), sync_dist=True)
+        self.choose_thresholds(outputs)
+
+    def choose_thresholds(self, outputs: EpochOutputs) -> None:
+        """Choose the ``val_f1`` thresholds on validation outputs of the current weights."""
         if self.image_threshold_mode == "val_f1":
             self.image_threshold.fill_(self._val_threshold(outputs.score, outputs.label, "image"))
-        if outputs.has_pixels:
-            pixel_scores, pixel_labels = outputs.anomaly_map.flatten(), outputs.mask.flatten().long()
-            if has_both_classes(pixel_labels):
-                self.log("val/pixel_AUROC", auroc(pixel_scores, pixel_labels), sync_dist=True)
-            if self.pixel_threshold_mode == "val_f1":
+            self.image_threshold_step.fill_(int(self.trained_steps))
+        if self.pixel_threshold_mode == "val_f1":
+            if outputs.has_pixels:
+                pixel_scores, pixel_labels = outputs.anomaly_map.flatten(), outputs.mask.flatten().long()
                 self.pixel_threshold.fill_(self._val_threshold(pixel_scores, pixel_labels, "pixel"))
+            else:
+                self.pixel_threshold.fill_(math.nan)
+                self.threshold_notes["pixel"] = "none: the validation split has no masks or the model no anomaly maps"
+            self.pixel_threshold_step.fill_(int(self.trained_steps))
 
     def _val_threshold(self, scores: Tensor, labels: Tensor, level: str) -> float:
         if not has_both_classes(labels.long()):
             missing = "anomalous" if not bool((labels.long() == 1).any()) else "normal"
+            self.threshold_notes[level] = f"none: the validation split has no {missing} {level}s"
             rank_zero_warn(
                 f"the validation split has no {missing} {level}s, so no F1-optimal {level} "
                 f"threshold can be chosen; {level} F1/precision/recall will not be reported. "
                 f"Give a validation split with {missing} {level}s or a fixed {level}_threshold."
             )
             return math.nan
+        self.threshold_notes.pop(level, None)
         return f1_optimal_threshold(scores, labels)
+
+    def usable_threshold(self, level: str) -> tuple[float, str]:
+        """``(threshold, source)`` for ``level`` with the current weights; nan when there is none
+        (the source then says why). A threshold chosen on other weights is never returned."""
+        mode = getattr(self, f"{level}_threshold_mode")
+        value = float(getattr(self, f"{level}_threshold"))
+        if isinstance(mode, float):  # the configured value, over whatever a checkpoint held
+            return mode, "fixed"
+        if mode is None:
+            return math.nan, "none"  # asked for: threshold-free metrics only
+        chosen_at, weights_at = int(getattr(self, f"{level}_threshold_step")), int(self.trained_steps)
+        if not math.isnan(value) and chosen_at != weights_at:
+            rank_zero_warn(
+                f"the {level} threshold {value:.6g} was chosen on the weights of training step "
+                f"{chosen_at}, these are of step {weights_at}: it is not used; validate these "
+                f"weights (adlight validate --ckpt_path ...) to choose one"
+            )
+            return math.nan, f"none: the threshold was chosen on other weights (step {chosen_at}, these are {weights_at})"
+        if math.isnan(value):
+            return value, self.threshold_notes.get(
+                level, "none: no threshold was chosen on the validation split for these weights")
+        return value, "validation split, F1-optimal"
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        # checkpoints from before the step counters came from a fit: trained, their
+        # thresholds chosen on their own weights
+        if prefix + "trained_steps" in missing_keys:
+            missing_keys.remove(prefix + "trained_steps")
+            self.trained_steps.fill_(-1)
+        for name in ("image_threshold_step", "pixel_threshold_step"):
+            if prefix + name in missing_keys:
+                missing_keys.remove(prefix + name)
+                getattr(self, name).fill_(int(self.trained_steps))
 
     # ----- test: metrics ----------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
@@ -121,17 +218,16 @@ class AnomalyModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         outputs = self.test_collector.compute()
         self.test_collector.reset()
-        image_t, pixel_t = float(self.image_threshold), float(self.pixel_threshold)
+        (image_t, image_source), (pixel_t, pixel_source) = map(self.usable_threshold, ("image", "pixel"))
+        for level, scores in (("image", outputs.score), ("pixel", outputs.anomaly_map)):
+            mode = getattr(self, f"{level}_threshold_mode")
+            outside = isinstance(mode, float) and scores is not None and \
+                threshold_outside_scores(mode, scores, f"{level}_threshold")
+            if outside:
+                rank_zero_warn(outside)
         report: dict[str, Any] = evaluate(outputs, image_t, pixel_t, nu_sweep=self.sweep_nus)
-        sources = {}
-        for level, mode, value in (
-            ("image", self.image_threshold_mode, image_t),
-            ("pixel", self.pixel_threshold_mode, pixel_t),
-        ):
-            sources[level] = (
-                "validation split, F1-optimal" if mode == "val_f1" and not math.isnan(value)
-                else "fixed" if isinstance(mode, float) else "none"
-            )
+        sources = {"image": image_source, "pixel": pixel_source}
+        for level, value in (("image", image_t), ("pixel", pixel_t)):
             report[f"{level}_threshold"] = None if math.isnan(value) else value
             report[f"{level}_threshold_source"] = sources[level]
         class_names = list(getattr(self.trainer.datamodule, "class_names", None) or [])
@@ -189,10 +285,15 @@ class AnomalyModule(L.LightningModule):
             self.test_examples.append(example)
 
     # ----- predict ----------------------------------------------------------------------
+    def on_predict_epoch_start(self) -> None:
+        # once per run, not per batch: a stale threshold warns once and is not used
+        self._predict_thresholds = (self.usable_threshold("image")[0], self.usable_threshold("pixel")[0])
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
         outputs = self.anomaly_outputs(batch)
         result: dict[str, Any] = {"path": list(batch["path"]), "score": outputs["score"].detach().cpu()}
-        image_t, pixel_t = float(self.image_threshold), float(self.pixel_threshold)
+        image_t, pixel_t = getattr(self, "_predict_thresholds", None) or (
+            self.usable_threshold("image")[0], self.usable_threshold("pixel")[0])
         if not math.isnan(image_t):
             result["prediction"] = (outputs["score"] >= image_t).long().cpu()
         if "anomaly_map" in outputs:

@@ -35,6 +35,7 @@ class SupervisedClassifier(AnomalyModule):
         image_threshold: 0.5 (the classifier's own decision) by default; ``val_f1`` or null
             work as for every model.
         optimizer, scheduler: factories from the config (the paper's SGD is in the YAML).
+        allow_untrained: score with the weights it was built with, never trained (see AnomalyModule).
     """
 
     def __init__(
@@ -45,8 +46,9 @@ class SupervisedClassifier(AnomalyModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         num_examples: int = 4,
+        allow_untrained: bool = False,
     ) -> None:
-        super().__init__(image_threshold, None, num_examples)
+        super().__init__(image_threshold, None, num_examples, allow_untrained)
         self.save_hyperparameters(ignore=["network", "optimizer", "scheduler"])
         if target not in ("label", "normal_subclass"):
             raise ConfigError(f"target must be 'label' or 'normal_subclass', got {target!r}")

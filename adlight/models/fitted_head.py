@@ -8,6 +8,7 @@ adds what every model on a frozen feature extractor shares: nothing is learnt by
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -35,6 +36,8 @@ class FittedHeadMixin:
     def register_head(self, **buffers: Tensor) -> None:
         """Register the head's buffers (their shapes may change when fitted) and ``is_fitted``."""
         self.register_buffer("is_fitted", torch.tensor(False))
+        # the representation the head was fitted on, as JSON bytes (empty: not recorded)
+        self.register_buffer("head_representation", torch.empty(0, dtype=torch.uint8))
         for name, value in buffers.items():
             self.register_buffer(name, value)
         self._head_names = tuple(buffers)
@@ -59,6 +62,43 @@ class FittedHeadMixin:
     def on_head_changed(self) -> None:
         """Drop anything derived from the head's buffers (they were fitted or loaded)."""
 
+    # ----- the representation the head belongs to ---------------------------------------
+    def representation_identity(self) -> dict[str, str]:
+        """What the head's features depend on: the extractor's ``identity()`` (backbone,
+        weights, layers, pooling, input size, normalisation) and the data's image size and
+        channels."""
+        extractor = getattr(self, "extractor", None)
+        identity = dict(extractor.identity()) if hasattr(extractor, "identity") else {}
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        for field in ("image_size", "channels"):
+            value = getattr(datamodule, field, None)
+            if value is not None:
+                identity[f"data {field}"] = str(value)
+        return identity
+
+    @property
+    def fitted_representation(self) -> dict[str, str]:
+        """The :meth:`representation_identity` recorded when the head was fitted ({}: none)."""
+        raw = bytes(self.head_representation.cpu().tolist())
+        return json.loads(raw.decode()) if raw else {}
+
+    def require_same_representation(self) -> None:
+        """Refuse (ConfigError), naming each difference, to score with another representation."""
+        fitted, now = self.fitted_representation, self.representation_identity()
+        differences = [f"{field}: {fitted[field]} at fit vs {now[field]} now"
+                       for field in fitted if field in now and fitted[field] != now[field]]
+        if differences:
+            raise ConfigError(
+                f"{type(self).__name__}'s head was fitted on another representation ("
+                + "; ".join(differences) + "): score with the settings it was fitted with "
+                "(the run's config.yaml) or refit it"
+            )
+
+    def _check_head_before_scoring(self) -> None:
+        if self.uses_fitted_head:
+            self.require_fitted_head()
+            self.require_same_representation()
+
     # ----- fitting ----------------------------------------------------------------------
     def fit_head(self, features: Tensor) -> None:
         state = self.compute_head(features)
@@ -66,6 +106,8 @@ class FittedHeadMixin:
             raise RuntimeError(f"compute_head returned {sorted(state)}, the head has {sorted(self._head_names)}")
         for name, value in state.items():
             setattr(self, name, value.detach().to(self.is_fitted.device))
+        record = json.dumps(self.representation_identity(), sort_keys=True).encode()
+        self.head_representation = torch.tensor(list(record), dtype=torch.uint8, device=self.is_fitted.device)
         self.is_fitted.fill_(True)
         self.on_head_changed()
 
@@ -107,10 +149,18 @@ class FittedHeadMixin:
         if self.uses_fitted_head and self._head_fitted_at_step != self.trainer.global_step:
             self._fit_head_on_training_normals()
 
-    def on_test_epoch_start(self) -> None:
-        if self.uses_fitted_head:
-            self.require_fitted_head()
-        super().on_test_epoch_start()
+    def on_test_start(self) -> None:
+        super().on_test_start()
+        self._check_head_before_scoring()
+
+    def on_predict_start(self) -> None:
+        super().on_predict_start()
+        self._check_head_before_scoring()
+
+    def on_validation_start(self) -> None:
+        super().on_validation_start()
+        if self.trainer.state.fn == "validate":
+            self._check_head_before_scoring()
 
     # ----- loading: the head's buffers take the saved shapes ------------------------------
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -126,11 +176,16 @@ class FittedHeadMixin:
         saved = {name: state_dict[prefix + name] for name in self._head_names if prefix + name in state_dict}
         if self.uses_fitted_head and bool(state_dict.get(prefix + "is_fitted", False)):
             self.check_saved_head(saved)
-        for name, value in saved.items():
+        record = prefix + "head_representation"
+        for name, value in [*saved.items(), *([("head_representation", state_dict[record])]
+                                              if self.uses_fitted_head and record in state_dict else [])]:
             current = getattr(self, name)
             setattr(self, name, torch.empty(value.shape, dtype=current.dtype, device=current.device))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        if record in missing_keys:  # a head fitted before the record existed: nothing to check
+            missing_keys.remove(record)
+            self.head_representation = torch.empty(0, dtype=torch.uint8, device=self.is_fitted.device)
         if self.uses_fitted_head:
             self.on_head_changed()
 
@@ -147,6 +202,9 @@ class FrozenFeaturesModule(FittedHeadMixin, AnomalyModule):
                  pixel_threshold: ThresholdArg = "val_f1", num_examples: int = 4) -> None:
         super().__init__(image_threshold, pixel_threshold, num_examples)
         self.automatic_optimization = False
+
+    #: the head's ``is_fitted`` says whether it can score; untrained weights are the point
+    learns_by_gradient = False
 
     @property
     def extractor(self) -> nn.Module:

@@ -67,6 +67,7 @@ class GANModel(AnomalyModule):
         smoothing_sigma: Gaussian blur of the residual map, in pixels (0 = none).
         generator_optimizer, discriminator_optimizer: factories (``None``: Adam, lr 2e-4,
             betas (0.5, 0.999), as in the DCGAN paper).
+        allow_untrained: score with the weights it was built with, never trained (see AnomalyModule).
     """
 
     #: each optimiser's step leaves the other network out of its backward pass, which
@@ -90,8 +91,9 @@ class GANModel(AnomalyModule):
         generator_optimizer: OptimizerCallable | None = None,
         discriminator_optimizer: OptimizerCallable | None = None,
         num_examples: int = 4,
+        allow_untrained: bool = False,
     ) -> None:
-        super().__init__(image_threshold, pixel_threshold, num_examples)
+        super().__init__(image_threshold, pixel_threshold, num_examples, allow_untrained)
         self.save_hyperparameters(ignore=["generator", "discriminator",
                                           "generator_optimizer", "discriminator_optimizer"])
         self.automatic_optimization = False

@@ -20,6 +20,7 @@ the error messages that name a wrong file or architecture; apart, each would rep
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -355,6 +356,21 @@ class Backbone(nn.Module):
         if missing:
             raise ConfigError(f"{self.name}: layers {missing} were not reached by the forward pass")
         return {name: captured[name] for name in layers}
+
+    def identity(self) -> dict[str, str]:
+        """What a head fitted on this backbone's features depends on, field by field.
+
+        The weights are named by a digest of the parameters themselves: a checkpoint brings
+        its own (whatever ``weights`` the config names), so the source says nothing."""
+        digest = hashlib.sha1()
+        for name, value in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype)
+                          .contiguous().numpy().tobytes())
+        return {"backbone": self.name, "weights": f"parameters sha1 {digest.hexdigest()[:12]}",
+                "num_classes": str(self.num_classes),
+                "input_size": str(self.input_size),
+                "normalisation": f"mean {self.mean.flatten().tolist()} std {self.std.flatten().tolist()}"}
 
     def cache_key(self) -> str:
         """What determines this backbone's outputs for a given image (for feature caches)."""

@@ -71,6 +71,11 @@ class TransferFeatures(nn.Module):
         out = torch.cat(parts, dim=1)
         return F.normalize(out, dim=1) if self.unit_length and len(parts) > 1 else out
 
+    def identity(self) -> dict[str, str]:
+        """The fields a fitted head depends on (the backbone's, then the layers and pooling)."""
+        return {**self.backbone.identity(), "layers": str(self.layers), "pool": str(self.pool),
+                "unit_length": str(self.unit_length)}
+
     def cache_key(self) -> str:
         return f"transfer|{self.backbone.cache_key()}|{self.layers}|{self.pool}|{self.unit_length}"
 
@@ -100,6 +105,11 @@ class RawPixels(nn.Module):
                                    align_corners=False, antialias=True)
         out = images.float().flatten(1)
         return F.normalize(out, dim=1) if self.unit_length else out
+
+    def identity(self) -> dict[str, str]:
+        """The fields a fitted head depends on."""
+        return {"representation": "raw pixels", "size": str(self.size), "grayscale": str(self.grayscale),
+                "unit_length": str(self.unit_length)}
 
     def cache_key(self) -> str:
         return f"raw|{self.size}|{self.grayscale}|{self.unit_length}"

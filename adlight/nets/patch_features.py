@@ -74,6 +74,11 @@ class PatchFeatures(nn.Module):
         self.feature_dim = int(probe.shape[1])
         self.grid_size = (int(probe.shape[2]), int(probe.shape[3]))
 
+    def identity(self) -> dict[str, str]:
+        """The fields a fitted head depends on (the backbone's, then the layers and window)."""
+        return {**self.backbone.identity(), "layers": str(self.layers),
+                "neighbourhood": str(self.neighbourhood)}
+
     def train(self, mode: bool = True):
         # BatchNorm statistics stay those of pretraining, whatever the trainer asks
         return super().train(False)
