@@ -67,13 +67,15 @@ class EpochCollector(torch.nn.Module):
             self.score_sweep.update(outputs["score_sweep"].detach().float().reshape(n, -1))
 
     def compute(self) -> EpochOutputs:
-        index = self.index.compute().long()
+        # torchmetrics' CatMetric returns a 0-d tensor for an epoch of one image (measured:
+        # a one-image validation split raised IndexError here); every field is 1-d from here on
+        index = self.index.compute().long().reshape(-1)
         order = drop_repeated_indices(index)
         out = EpochOutputs(
             index=index[order],
-            score=self.score.compute()[order],
-            label=self.label.compute().long()[order],
-            class_id=self.class_id.compute().long()[order],
+            score=self.score.compute().reshape(-1)[order],
+            label=self.label.compute().long().reshape(-1)[order],
+            class_id=self.class_id.compute().long().reshape(-1)[order],
         )
         if self.anomaly_map.update_called and self._map_shape is not None:
             h, w = self._map_shape

@@ -144,6 +144,14 @@ def test_collector_drops_distributed_sampler_padding_and_keeps_maps():
     assert out.mask[2].sum() == 4 and out.mask[0].sum() == 0
 
 
+def test_collector_of_an_epoch_of_one_image_gives_one_dimensional_fields():
+    collector = EpochCollector()
+    collector.update(*_batch([0], [0.7], [1], [1]))  # a one-image validation split
+    out = collector.compute()
+    assert out.index.tolist() == [0] and out.score.tolist() == pytest.approx([0.7])
+    assert out.label.tolist() == [1] and out.anomaly_map.shape == (1, 4, 4)
+
+
 def test_evaluate_reports_image_and_pixel_metrics_and_per_class():
     collector = EpochCollector()
     collector.update(*_batch([0, 1, 2, 3], [0.1, 0.2, 0.8, 0.6], [0, 0, 1, 1], [0, 0, 1, 2]))
