@@ -254,6 +254,11 @@ def assert_same_metrics(got: dict, want: dict, tol: float = 1e-6, threshold_rtol
             assert math.isnan(got[key]), key
         elif key.endswith("_threshold"):
             assert got[key] == pytest.approx(value, rel=threshold_rtol), key
+        elif key.endswith("_AUPRO"):
+            # a swap of two pixels whose scores differ by float rounding moves AUPRO by up to
+            # 1 / (smallest region x regions x normal pixels): measured 1.4e-6 for PatchCore's
+            # DDP fit, whose distances are the same sums in another order
+            assert got[key] == pytest.approx(value, abs=max(tol, 1e-5)), key
         else:
             assert got[key] == pytest.approx(value, abs=tol, rel=tol), key
 
