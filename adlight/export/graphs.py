@@ -156,10 +156,9 @@ def scoring_graph(model, bank_chunk: int = 4096) -> ScoringGraph:
 
 
 def threshold_entry(model, level: str) -> dict:
-    """``{"value", "source"}`` of the model's image or pixel threshold (as its test report says)."""
-    value = float(getattr(model, f"{level}_threshold"))
-    mode = getattr(model, f"{level}_threshold_mode")
+    """``{"value", "source"}`` of the model's image or pixel threshold, as its test report says:
+    a threshold chosen on other weights than the exported ones is not exported (the source says why)."""
+    value, source = model.usable_threshold(level)
     if math.isnan(value):
-        return {"value": None, "source": "none"}
-    return {"value": value,
-            "source": "fixed" if isinstance(mode, float) else "validation split, F1-optimal"}
+        return {"value": None, "source": source}
+    return {"value": value, "source": source}
