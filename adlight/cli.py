@@ -16,7 +16,11 @@ for long and distributed runs:
 - ``adlight compare RUN_DIR RUN_DIR ...`` writes one page of test runs side by side.
 
 A config file may extend another (``base: _base.yaml``, :mod:`adlight.config_files`), and the
-datamodule's ``image_size`` drives the network's (see :data:`LINKED_SIZES`).
+datamodule's ``image_size`` drives the network's (see :data:`LINKED_SIZES`). ``adlight export``
+and ``adlight predict --exported`` dispatch to :mod:`adlight.export` / :mod:`adlight.inference`.
+
+Just over 300 lines because it is the one place that wires everything; the checks it runs
+live beside it (``arguments``, ``checkpoints``, ``run_dirs``, ``cli_errors``).
 """
 
 from __future__ import annotations
