@@ -47,6 +47,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # running an exported folder: numpy, PIL and a runtime, no torch-side layer at all
     "inference": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli", "sweep",
                   "tracking", "strategies", "results", "report_page", "export", "losses", "checks"),
+    # which files are images and how one decodes: numpy and PIL, for data and inference alike
+    "image_files": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli",
+                    "sweep", "tracking", "strategies", "results", "report_page", "export",
+                    "inference", "losses", "checks"),
     # the files predict writes, shared by the Lightning writer and the exported predict
     "prediction_files": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep",
                          "tracking", "strategies", "results", "report_page", "export", "inference",

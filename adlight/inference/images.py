@@ -1,7 +1,7 @@
 """8-bit image batches for an exported model, with numpy and PIL only (no torch).
 
-The pixels are those ``adlight predict`` hands its model: a file decoded as
-``adlight.data.images.load_image`` does (palette through RGBA, 16-bit rescaled), resized in
+The pixels are those ``adlight predict`` hands its model: a file decoded by the same code
+(:mod:`adlight.image_files`: palette through RGBA, 16-bit rescaled), resized in
 float with antialiased bilinear (PIL's, the algorithm torchvision's ``antialias=True`` follows)
 and rounded to 8 bits like ``adlight.data.datasets``. An image already at the model's size
 passes through unchanged, so scores match exactly; a resized one may differ by one grey level.
@@ -14,33 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from adlight import image_files
 from adlight.errors import DataError
-
-_WIDE_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
+from adlight.image_files import open_image, to_float_array
 
 
 def read_image(path: str | os.PathLike, channels: int) -> np.ndarray:
     """The file as float32 H x W x C in [0, 1]; :class:`DataError` naming the file if unreadable."""
-    try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError:
-        raise DataError(f"cannot decode image {path}: file does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot decode image {path}: {type(e).__name__}: {e}") from e
-    if img.mode in _WIDE_MODES or img.mode in ("I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        arr = arr / (_WIDE_MODES.get(img.mode) or (65535.0 if arr.max(initial=0) > 255 else 255.0)) \
-            if img.mode != "F" else arr
-        arr = np.repeat(np.clip(arr, 0, 1).astype(np.float32)[..., None], channels, axis=2)
-        return arr
-    mode = "RGB" if channels == 3 else "L"
-    if img.mode != mode:
-        img = (img.convert("RGBA") if img.mode == "P" else img).convert(mode)
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    return arr[..., None] if arr.ndim == 2 else arr
+    return to_float_array(open_image(Path(path), "image"), channels)
 
 
 def to_uint8(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -74,17 +57,6 @@ def image_batch(images, channels: int, height: int, width: int) -> np.ndarray:
                     f"got {type(images).__name__}")
 
 
-#: file extensions read as images (those of ``adlight.data.images``, without importing torch)
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` and its sub-folders, sorted; hidden ones skipped."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"--data.predict_dir {folder} does not exist or is not a directory")
-    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    if not found:
-        raise DataError(f"--data.predict_dir {folder} contains no image files")
-    return found
+    return image_files.list_images(folder, argument="--data.predict_dir", required=True)
