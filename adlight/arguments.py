@@ -32,7 +32,7 @@ def check_trainer(trainer: dict[str, Any]) -> None:
         raise ConfigError(f"trainer.gradient_clip_val must be >= 0, got {clip!r}")
 
 
-def check_seed(seed: Any) -> None:
+def check_seed_everything(seed: Any) -> None:
     # numpy's generators take 32-bit unsigned seeds; Lightning seeds them all
     if not isinstance(seed, bool) and isinstance(seed, int) and not 0 <= seed < 2**32:
         raise ConfigError(f"seed_everything must be in [0, 2**32 - 1], got {seed}")

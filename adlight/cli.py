@@ -171,7 +171,7 @@ class AdlightCLI(LightningCLI):
         """What torch or Lightning would reject deep inside the run, named now (one line)."""
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False))
         section = dumped.get(subcommand, {}) if subcommand else dumped
-        arguments.check_seed(section.get("seed_everything"))
+        arguments.check_seed_everything(section.get("seed_everything"))
         arguments.check_trainer(section.get("trainer") or {})
         arguments.check_model_optimizers(section.get("model") or {})
         if self._checkpoint is not None:
