@@ -5,7 +5,7 @@ frozen features: they have no parameter that requires a gradient, and torch's
 ``DistributedDataParallel`` refuses such a module ("DistributedDataParallel is not needed
 when a module doesn't have any parameter that requires a gradient"), so ``strategy: ddp``
 failed for them. There is nothing for DDP to synchronise in such a model; the processes,
-the samplers and the collectives (the head fitter's all_gather, the metrics' sync) work
+the samplers and the collectives (the fitted heads' all_gather, the metrics' sync) work
 without the wrapper.
 
 A model with several optimisers stepped in turn (the GAN: a discriminator step whose loss

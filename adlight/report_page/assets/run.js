@@ -11,7 +11,7 @@
   if (report.checkpoint) app.append(el("p", { class: "muted", text: `checkpoint: ${report.checkpoint}` }));
 
   // ---- metrics and thresholds -------------------------------------------------------
-  const skip = new Set(["per_class", "per_class_image_AUROC", "model", "checkpoint"]);
+  const skip = new Set(["per_class", "model", "checkpoint"]);
   // thresholds have their own table, with their sources
   const scalar = Object.entries(report).filter(([k, v]) => !skip.has(k) && !/_threshold(_source)?$/.test(k) &&
     (v === null || typeof v !== "object" || Array.isArray(v)));
