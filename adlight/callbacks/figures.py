@@ -1,4 +1,5 @@
-"""Matplotlib figures of a test run: examples, ROC curve, score histograms, pixel F1 vs tau."""
+"""Matplotlib figures of a test run: examples, ROC curve, score histograms, pixel F1 vs tau,
+the misclassified images."""
 
 from __future__ import annotations
 
@@ -113,4 +114,32 @@ def pixel_f1_figure(outputs: EpochOutputs, pixel_threshold: float | None) -> Fig
     ax.set_xlabel("tau (anomaly map threshold)")
     ax.set_ylabel("pixel F1")
     fig.tight_layout()
+    return fig
+
+
+def misclassified_figure(found) -> Figure:
+    """Minhas & Zelek's Fig. 3: the false positives, then the false negatives, of a run at its
+    image threshold (a :class:`~adlight.callbacks.misclassified.Misclassified`), most
+    confident first; each titled with its true class, score and the threshold."""
+    sides = [(f"false positives: normal, score >= {found.threshold:.4g}", found.false_positives,
+              found.n_false_positives),
+             (f"false negatives: anomalous, score < {found.threshold:.4g}", found.false_negatives,
+              found.n_false_negatives)]
+    sides = [side for side in sides if side[1]]
+    columns = min(8, max(len(shown) for _, shown, _ in sides))
+    heights = [math.ceil(len(shown) / columns) for _, shown, _ in sides]
+    fig = plt.figure(figsize=(1.9 * columns, 2.2 * sum(heights) + 0.6 * len(sides)), layout="constrained")
+    for subfig, (title, shown, total), rows in zip(
+            fig.subfigures(len(sides), 1, height_ratios=heights, squeeze=False)[:, 0], sides, heights, strict=True):
+        more = f" (the {len(shown)} most confident of {total})" if total > len(shown) else f" ({total})"
+        subfig.suptitle(title + more, fontsize=10)
+        axes = subfig.subplots(rows, columns, squeeze=False).flatten()
+        for ax in axes:
+            ax.axis("off")
+        for ax, mistake in zip(axes, shown, strict=False):
+            if mistake.image is not None:
+                picture, cmap = _as_picture(mistake.image)
+                ax.imshow(picture, cmap=cmap, vmin=0, vmax=1)  # a grey level as it is, not stretched
+            relation = ">=" if mistake.label == 0 else "<"
+            ax.set_title(f"{mistake.class_name}\n{mistake.score:.4g} {relation} {found.threshold:.4g}", fontsize=8)
     return fig

@@ -1,5 +1,6 @@
-"""Writes what a test run measured: ``metrics.json``, figures, a printed table, logger panels,
-and the results page (report.html).
+"""Writes what a test run measured: ``metrics.json``, ``confusion.csv``, figures (the
+misclassified images among them), a printed table, logger panels, and the results page
+(report.html).
 
 It reads the model's :class:`~adlight.results.TestResults` (``pl_module.test_results``) only.
 """
@@ -18,7 +19,21 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from rich.console import Console
 from rich.table import Table
 
-from adlight.callbacks.figures import examples_figure, histogram_figure, pixel_f1_figure, roc_figure
+from adlight.callbacks.figures import (
+    examples_figure,
+    histogram_figure,
+    misclassified_figure,
+    pixel_f1_figure,
+    roc_figure,
+)
+from adlight.callbacks.misclassified import (
+    CONFUSION_COLUMNS,
+    Misclassified,
+    confusion_rows,
+    find_misclassified,
+    write_confusion_csv,
+)
+from adlight.errors import ConfigError
 from adlight.metrics import ALL_CLASSES
 from adlight.prediction_files import unique_path
 from adlight.report_page import build_run_page
@@ -89,14 +104,32 @@ def per_class_table(per_class: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-def write_results_page(trainer: L.Trainer, results: TestResults, directory: Path, report: dict) -> Path:
-    """report.html for this test: images and paths read back from the test dataset by index."""
-    outputs = results.outputs
-    datamodule = getattr(trainer, "datamodule", None)
-    dataset = getattr(datamodule, "test_dataset", None)
+def test_dataset(trainer: L.Trainer):
+    """The dataset the test ran on (the datamodule's, else the first test loader's), or ``None``."""
+    dataset = getattr(getattr(trainer, "datamodule", None), "test_dataset", None)
     if dataset is None and trainer.test_dataloaders is not None:
         loaders = trainer.test_dataloaders
         dataset = (loaders[0] if isinstance(loaders, (list, tuple)) else loaders).dataset
+    return dataset
+
+
+def confusion_table(rows: list[dict[str, Any]], threshold: float) -> Table:
+    """confusion.csv as a printed table."""
+    table = Table(title=f"confusion at the image threshold {threshold:.6g}")
+    for column in CONFUSION_COLUMNS:
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for row in rows:
+        if row["class"] == ALL_CLASSES and len(rows) > 1:
+            table.add_section()
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    return table
+
+
+def write_results_page(trainer: L.Trainer, results: TestResults, directory: Path, report: dict,
+                       confusion: list[dict[str, Any]] | None = None) -> Path:
+    """report.html for this test: images and paths read back from the test dataset by index."""
+    outputs = results.outputs
+    dataset = test_dataset(trainer)
     index = outputs.index.tolist()
     samples = getattr(dataset, "samples", None)  # file datasets know their paths without decoding
     paths = ([str(samples[i].path) for i in index] if samples and hasattr(samples[0], "path")
@@ -106,22 +139,33 @@ def write_results_page(trainer: L.Trainer, results: TestResults, directory: Path
         directory, _json_ready(report), outputs.score, outputs.label, outputs.class_id, paths,
         results.class_names,
         image_at=(lambda k: dataset[index[k]]["image"]) if dataset is not None else None,
-        anomaly_maps=outputs.anomaly_map, masks=outputs.mask)
+        anomaly_maps=outputs.anomaly_map, masks=outputs.mask, confusion=confusion)
 
 
 class TestReport(Callback):
-    """After ``test``: metrics.json, example/ROC/histogram/pixel-F1 PNGs, a printed table,
-    and the results page (report.html, results.json, report_files/).
+    """After ``test``: metrics.json, confusion.csv, example/ROC/histogram/pixel-F1/misclassified
+    PNGs, a printed table, and the results page (report.html, results.json, report_files/).
 
     Args:
         figures: write and log the figures (turn off for very large sweeps).
         page: write the results page (docs/report_page.md).
+        misclassified: most false positives and most false negatives in misclassified.png,
+            the most confident first (0: no such figure). Needs an image threshold.
     """
 
-    def __init__(self, figures: bool = True, page: bool = True) -> None:
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(self, figures: bool = True, page: bool = True, misclassified: int = 16) -> None:
+        if isinstance(misclassified, bool) or not isinstance(misclassified, int) or misclassified < 0:
+            raise ConfigError(f"misclassified must be a whole number >= 0 (0: no figure), got {misclassified!r}")
         self.figures = figures
         self.page = page
+        self.misclassified_cap = misclassified
         self.written: list[Path] = []
+        #: the last test's confusion.csv rows and chosen mistakes (None: no threshold or figure)
+        self.confusion: list[dict[str, Any]] = []
+        self.misclassified: Misclassified | None = None
+        self._notes: list[str] = []
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
         # every rank asks: under DDP trainer.log_dir is a broadcast, and a rank that skips it
@@ -136,11 +180,15 @@ class TestReport(Callback):
         metrics_path = unique_path(directory / "metrics.json")
         metrics_path.write_text(json.dumps(_json_ready(report), indent=2) + "\n")
         self.written = [metrics_path]
+        self._notes = []
+        self.confusion = confusion_rows(report)
+        if self.confusion:
+            self.written.append(write_confusion_csv(self.confusion, unique_path(directory / "confusion.csv")))
         if self.figures:
             self.written += self._figures(trainer, results, directory)
         if self.page:
-            self.written.append(write_results_page(trainer, results, directory, report))
-        self._print(report)
+            self.written.append(write_results_page(trainer, results, directory, report, self.confusion))
+        self._print(report, results.image_threshold)
 
     def _figures(self, trainer, results: TestResults, directory: Path) -> list[Path]:
         outputs = results.outputs
@@ -149,6 +197,7 @@ class TestReport(Callback):
             "roc": roc_figure(outputs),
             "score_histogram": histogram_figure(outputs, results.image_threshold),
             "pixel_f1_vs_tau": pixel_f1_figure(outputs, results.pixel_threshold),
+            "misclassified": self._misclassified_figure(trainer, results),
         }
         written = []
         for name, fig in figures.items():
@@ -161,7 +210,22 @@ class TestReport(Callback):
             written.append(path)
         return written
 
-    def _print(self, report: dict) -> None:
+    def _misclassified_figure(self, trainer, results: TestResults):
+        """Minhas & Zelek's Fig. 3, or ``None`` (with a note why) when there is nothing to show."""
+        self.misclassified = None
+        if not self.misclassified_cap or results.image_threshold is None:
+            return None
+        dataset = test_dataset(trainer)
+        self.misclassified = find_misclassified(
+            results.outputs, results.image_threshold, self.misclassified_cap, results.class_names,
+            image_at=(lambda i: dataset[i]["image"]) if dataset is not None else None)
+        if not self.misclassified.any:
+            self._notes.append(f"no misclassified test images at the image threshold "
+                               f"{results.image_threshold:.6g}: misclassified.png not written")
+            return None
+        return misclassified_figure(self.misclassified)
+
+    def _print(self, report: dict, image_threshold: float | None = None) -> None:
         table = Table(title="adlight test report")
         table.add_column("metric")
         table.add_column("value", justify="right")
@@ -177,4 +241,8 @@ class TestReport(Callback):
         console.print(table)
         if report.get("per_class"):
             console.print(per_class_table(report["per_class"]))
+        if self.confusion and image_threshold is not None:
+            console.print(confusion_table(self.confusion, image_threshold))
+        for note in self._notes:
+            console.print(note)
         console.print("wrote " + ", ".join(str(p) for p in self.written))

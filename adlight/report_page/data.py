@@ -111,11 +111,13 @@ def page_data(
     files: list[dict[str, str]] | None = None,
     title: str = "adlight test report",
     pro: list[list[float]] | None = None,
+    confusion: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything the run page shows, JSON-ready (also written as ``results.json``).
 
     ``rows`` from :func:`image_rows`; ``files[i]`` names row i's thumbnails (``image``,
-    ``overlay``, ``predicted``, relative to the page) where they were written.
+    ``overlay``, ``predicted``, relative to the page) where they were written; ``confusion``
+    the rows of confusion.csv (counts at the image threshold, per class and ALL).
     """
     scores = torch.tensor([r["score"] for r in rows], dtype=torch.float64)
     labels = torch.tensor([r["label"] for r in rows], dtype=torch.long)
@@ -133,4 +135,5 @@ def page_data(
         "classes": classes,
         "curves": {**(curves(scores, labels) if rows else {"roc": [], "pr": []}), "pro": pro or []},
         "images": images,
+        "confusion": list(confusion or []),
     })

@@ -31,6 +31,15 @@
       Object.entries(perClass).map(([name, row]) => [name, ...columns.map(([k]) => row[k])])));
   }
 
+  const confusion = DATA.confusion || [];
+  if (confusion.length) {
+    const cols = ["TP", "FP", "TN", "FN", "precision", "recall", "F1"];
+    app.append(el("h2", { text: "Confusion" }), table(
+      `at the image threshold ${fmt(valT)}; a class's FP and TN are the false alarms all classes share ` +
+      "(misclassified.png beside this page shows the most confident mistakes)",
+      ["class", ...cols], confusion.map((row) => [row.class, ...cols.map((k) => row[k])])));
+  }
+
   // ---- threshold slider -------------------------------------------------------------
   const candidates = [...new Set(valT === null ? scores : [...scores, valT])].sort((a, b) => a - b);
   const valIndex = valT === null ? -1 : candidates.indexOf(valT);
