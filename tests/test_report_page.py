@@ -146,6 +146,12 @@ def test_run_directory_has_the_page_and_results_matching_metrics_json(runs):
     found = confusion_at([im["score"] for im in data["images"]], [im["label"] for im in data["images"]], t)
     for key in ("F1", "precision", "recall"):
         assert found[key] == report[f"image_{key}"], key
+    # the confusion table (confusion.csv, tests/test_misclassified.py): per class, then ALL
+    assert [row["class"] for row in data["confusion"]] == ["hole", "scratch", "ALL"]
+    assert {k: data["confusion"][-1][k] for k in ("TP", "FP", "TN", "FN")} == {
+        k: found[k] for k in ("TP", "FP", "TN", "FN")}
+    assert (run / "confusion.csv").is_file()
+    assert (run / "misclassified.png").is_file() == (found["FP"] + found["FN"] > 0)
     for im in data["images"]:
         assert all((run / im[k]).is_file() for k in ("image", "overlay", "predicted"))
     # the PRO curve behind the report's AUPRO: from (0, 0) up to every region covered
@@ -299,6 +305,8 @@ def test_page_in_chromium_gallery_order_and_slider_reproduce_metrics_json(runs, 
     for key in ("F1", "precision", "recall"):
         shown = browser.evaluate(f"document.getElementById('stat-{key}').dataset.value")
         assert float(shown) == report[f"image_{key}"], key
+    rows = browser.evaluate("document.getElementById('confusion-heading').nextSibling.querySelectorAll('tbody tr').length")
+    assert rows == len(report["per_class"])  # hole, scratch, ALL
     # filters: only false positives, then one class
     browser.evaluate("for (const o of ['TP','FN','TN']) document.getElementById('show-' + o).click()")
     visible = browser.evaluate("[...document.querySelectorAll('#gallery li:not([hidden]) .card')].map(b => b.dataset.outcome)")

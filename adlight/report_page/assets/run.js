@@ -34,7 +34,7 @@
   const confusion = DATA.confusion || [];
   if (confusion.length) {
     const cols = ["TP", "FP", "TN", "FN", "precision", "recall", "F1"];
-    app.append(el("h2", { text: "Confusion" }), table(
+    app.append(el("h2", { id: "confusion-heading", text: "Confusion" }), table(
       `at the image threshold ${fmt(valT)}; a class's FP and TN are the false alarms all classes share ` +
       "(misclassified.png beside this page shows the most confident mistakes)",
       ["class", ...cols], confusion.map((row) => [row.class, ...cols.map((k) => row[k])])));
