@@ -283,6 +283,12 @@ def test_ddp_on_two_processes_gives_the_one_process_numbers(family, trees, tmp_p
     assert one["n_anomalous"] == ddp["n_anomalous"]
     for report in (one, ddp):
         assert 0.0 <= report["image_AUROC"] <= 1.0 and 0.0 <= report.get("pixel_AUROC", 0) <= 1.0
+    # confusion.csv (written on rank 0 from the gathered scores) counts every test image once too
+    for run_dir, report in ((one_dir, one), (ddp_dir, ddp)):
+        if report.get("image_threshold") is not None:
+            with open(run_dir / "confusion.csv", newline="") as file:
+                totals = {row["class"]: row for row in csv.DictReader(file)}["ALL"]
+            assert sum(int(totals[k]) for k in ("TP", "FP", "TN", "FN")) == report["n_images"]
 
     if family.head_state is not None:
         one_head = family.head_state(torch.load(last_checkpoint(one_dir), weights_only=True))
