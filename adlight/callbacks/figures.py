@@ -128,7 +128,10 @@ def misclassified_figure(found) -> Figure:
     sides = [side for side in sides if side[1]]
     columns = min(8, max(len(shown) for _, shown, _ in sides))
     heights = [math.ceil(len(shown) / columns) for _, shown, _ in sides]
-    fig = plt.figure(figsize=(1.9 * columns, 2.2 * sum(heights) + 0.6 * len(sides)), layout="constrained")
+    fig = plt.figure(figsize=(max(1.9 * columns, 6.5), 2.2 * sum(heights) + 0.6 * len(sides) + 0.4), layout="constrained")
+    # both counts up top: a side without mistakes has no panel to say so
+    fig.suptitle(f"misclassified at the image threshold {found.threshold:.4g}: {found.n_false_positives} "
+                 f"false positives, {found.n_false_negatives} false negatives", fontsize=11)
     for subfig, (title, shown, total), rows in zip(
             fig.subfigures(len(sides), 1, height_ratios=heights, squeeze=False)[:, 0], sides, heights, strict=True):
         more = f" (the {len(shown)} most confident of {total})" if total > len(shown) else f" ({total})"
