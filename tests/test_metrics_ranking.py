@@ -32,7 +32,7 @@ from adlight.metrics import (
 )
 from adlight.metrics.bootstrap import pixel_auroc_interval
 from adlight.metrics.pro import aupro
-from adlight.metrics.ranking import descending_order
+from adlight.metrics.ranking import sort_descending
 
 
 def previous_f1_optimal_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -54,16 +54,18 @@ def maps_and_masks(seed: int, n: int = 6, size: int = 16, decimals: int | None =
     return maps.float(), masks
 
 
-def test_descending_order_is_exact_on_float32_with_negatives_zeros_and_ties():
-    values = np.array([0.5, -0.0, 0.0, -3.5, np.inf, -np.inf, 1e-45, -1e-45, 0.5, 2.0], np.float32)
-    order = descending_order(values)
+def test_sort_descending_is_exact_on_float32_with_negatives_zeros_and_ties():
+    values = np.array([0.5, -0.0, 0.0, -3.5, np.inf, -np.inf, 1e-45, -1e-45, 0.5, 2.0, 3e38], np.float32)
+    positive = np.arange(values.size) % 3 == 0
+    order, ranked, ranked_positive = sort_descending(values, positive)
     assert sorted(order.tolist()) == list(range(values.size))
-    ranked = values[order]
-    assert (ranked[:-1] >= ranked[1:]).all()
+    assert (ranked == values[order]).all() and (ranked_positive == positive[order]).all()
+    assert ranked.dtype == np.float32 and (ranked[:-1] >= ranked[1:]).all()
     # -0.0 and 0.0 are one score: next to each other
     assert abs(int(np.flatnonzero(order == 1)[0]) - int(np.flatnonzero(order == 2)[0])) == 1
     # float64 takes argsort, same ordering
-    assert (values.astype(np.float64)[descending_order(values.astype(np.float64))] == ranked).all()
+    _, ranked64, _ = sort_descending(values.astype(np.float64), positive)
+    assert (ranked64 == ranked).all()
 
 
 @pytest.mark.parametrize("seed", range(5))

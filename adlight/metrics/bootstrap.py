@@ -73,12 +73,13 @@ def pixel_auroc_interval(maps: Tensor, masks: Tensor, replicates: int = 1000, se
     ranked = ranked if ranked is not None else SortedScores(maps, masks, "anomaly maps")
     if not ranked.both_classes:
         return math.nan, math.nan
-    # levels at rank quantiles of all pixels, ascending, ties in one level
-    level_of = (pixel_levels - 1) - ranked.rank_levels(pixel_levels)
-    level_of += (ranked.order // (ranked.scores.size // n)) * pixel_levels
-    positive = np.bincount(level_of[ranked.positive], minlength=n * pixel_levels)
-    negative = np.bincount(level_of[~ranked.positive], minlength=n * pixel_levels)
+    # levels at rank quantiles of all pixels, ascending, ties in one level; one bincount
+    # counts each (image, level, label) cell
+    cell = (pixel_levels - 1) - ranked.rank_levels(pixel_levels)
+    cell += ranked.image_of(ranked.scores.size // n) * pixel_levels
+    cell *= 2
+    cell += ranked.positive
+    both = np.bincount(cell, minlength=2 * n * pixel_levels).reshape(n, pixel_levels, 2)
+    negative, positive = torch.from_numpy(both[..., 0]).double(), torch.from_numpy(both[..., 1]).double()
     counts = _replicate_counts(n, replicates, seed)
-    positive = counts @ torch.from_numpy(positive).reshape(n, pixel_levels).double()
-    negative = counts @ torch.from_numpy(negative).reshape(n, pixel_levels).double()
-    return _interval(_auroc_from_histograms(positive, negative), level)
+    return _interval(_auroc_from_histograms(counts @ positive, counts @ negative), level)

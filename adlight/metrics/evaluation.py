@@ -152,7 +152,7 @@ def per_class_metrics(
     pixel_t = pixel_threshold if pixel_threshold is not None and math.isfinite(pixel_threshold) else None
     ranked = ranked if ranked is not None else pixel_ranking(outputs)
     if ranked is not None:
-        image_of_pixel = ranked.order // outputs.anomaly_map[0].numel()
+        image_of_pixel = ranked.image_of(outputs.anomaly_map[0].numel())
     result: dict[str, dict[str, float]] = {}
     for name, anomalies in rows:
         chosen = normal | anomalies
