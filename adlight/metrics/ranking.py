@@ -183,8 +183,9 @@ class SortedScores:
     def aupro(self, masks: Tensor, fpr_limit: float) -> float:
         """:func:`pro.aupro` of the maps these scores are (N x H x W, ``masks`` alike).
 
-        Only the pixels down to the first threshold past ``fpr_limit`` add to the PRO sums:
-        the curve beyond is never integrated.
+        Only the anomalous pixels add to PRO, and only down to the first threshold past
+        ``fpr_limit`` (the curve beyond is never integrated): PRO at each distinct score is
+        the sum of their weights up to its count of positives, ``tps``.
         """
         if not 0.0 < fpr_limit <= 1.0:
             raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
@@ -194,19 +195,19 @@ class SortedScores:
             return math.nan
         fpr = self.fps / self.n_negative
         last = min(int(np.searchsorted(fpr, fpr_limit, side="right")), fpr.size - 1)
-        region_of = regions[self.order[: self.ends[last] + 1]]
+        prefix = self.ends[last] + 1
+        region_of = regions[self.order[:prefix][self.positive[:prefix]]]  # in score order
         region_weight = 1.0 / (np.bincount(regions, minlength=n_regions + 1) * n_regions)
-        region_weight[0] = 0.0  # normal pixels add to FPR, not to PRO
-        pro = np.cumsum(region_weight[region_of])[self.ends[: last + 1]]
+        pro_after = np.append(0.0, np.cumsum(region_weight[region_of]))  # after k positives
         curve_x = torch.from_numpy(np.append(0.0, fpr[: last + 1]))
-        curve_y = torch.from_numpy(np.append(0.0, pro))
+        curve_y = torch.from_numpy(np.append(0.0, pro_after[self.tps[: last + 1]]))
         return area_up_to(curve_x, curve_y, fpr_limit) / fpr_limit
 
     def rank_levels(self, levels: int) -> np.ndarray:
         """A level per sorted position, 0 for the top ``1 / levels`` of the ranks; ties share one."""
         starts = np.append(0, self.ends[:-1] + 1)
-        return np.repeat(starts * levels // self.scores.size, np.diff(self.ends, prepend=-1))
-
+        run_level = (starts * levels // self.scores.size).astype(np.int32)
+        return np.repeat(run_level, np.diff(self.ends, prepend=-1))
 
 def f1_optimal_threshold(scores: Tensor, labels: Tensor) -> float:
     """The raw score threshold (predict anomalous when score >= t) that maximises F1."""
