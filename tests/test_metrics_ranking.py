@@ -124,6 +124,8 @@ def test_f1_optimal_threshold_equals_the_previous_one(seed):
         scores = torch.round(scores, decimals=1)  # ties, and F1 ties between thresholds
     assert f1_optimal_threshold(scores, labels) == previous_f1_optimal_threshold(scores, labels)
     assert f1_optimal_threshold(scores.double(), labels) == previous_f1_optimal_threshold(scores.double(), labels)
+    halves = scores.bfloat16()
+    assert f1_optimal_threshold(halves, labels) == previous_f1_optimal_threshold(halves.double(), labels)
 
 
 @pytest.mark.parametrize("seed", range(3))
