@@ -118,6 +118,7 @@ class SortedScores:
         self.fps -= self.tps
         self.n_positive = int(self.tps[-1]) if self.tps.size else 0
         self.n_negative = int(positive.size) - self.n_positive
+        self._image_of: tuple[int, np.ndarray] | None = None
 
     @property
     def order(self) -> np.ndarray:
@@ -136,8 +137,13 @@ class SortedScores:
         return part
 
     def image_of(self, pixels_per_image: int) -> np.ndarray:
-        """The image of each sorted score, for scores of N images of ``pixels_per_image`` each."""
-        return self.order // pixels_per_image
+        """The image of each sorted score, for scores of N images of ``pixels_per_image`` each.
+
+        Kept: the per-class rows and the bootstrap both ask for it.
+        """
+        if self._image_of is None or self._image_of[0] != pixels_per_image:
+            self._image_of = (pixels_per_image, self.order // pixels_per_image)
+        return self._image_of[1]
 
     @property
     def both_classes(self) -> bool:

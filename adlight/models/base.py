@@ -139,9 +139,9 @@ class AnomalyModule(L.LightningModule):
         if has_both_classes(outputs.label):
             self.log("val/image_AUROC", auroc(outputs.score, outputs.label), sync_dist=True)
         if outputs.has_pixels:
-            pixel_labels = outputs.mask.flatten().long()
-            if has_both_classes(pixel_labels):
-                self.log("val/pixel_AUROC", auroc(outputs.anomaly_map.flatten(), pixel_labels), sync_dist=True)
+            ranked = pixel_ranking(outputs)  # one numpy sort: torchmetrics' took 5x as long at 512 px
+            if ranked.both_classes:
+                self.log("val/pixel_AUROC", ranked.auroc(), sync_dist=True)
         self.choose_thresholds(outputs)
 
     def choose_thresholds(self, outputs: EpochOutputs) -> None:
