@@ -3,8 +3,9 @@
 Pixel AUROC, AP, the best F1, AUPRO, the per-class AUROC rows, the bootstrap levels and the
 F1-optimal threshold all read the same thing: the labels in descending score order, counted
 up to each distinct score. Each used to sort every pixel again (torchmetrics, ``pro.py``);
-at 512 px (16M pixels of a 62-image split) the sorts were most of a 40 s report. Here the
-scores are sorted once (:func:`sort_descending`) and every figure is a cumulative sum.
+at 512 px (16M pixels of a 62-image split) they were most of a 90 s report on 2 busy cores
+(7.7 s now: docs/performance.md, benchmarks/report_metrics.py). Here the scores are sorted
+once (:func:`sort_descending`) and every figure is a cumulative sum.
 Definitions are torchmetrics' and ``pro.py``'s (tested equal in tests/test_metrics_ranking.py).
 """
 
@@ -58,8 +59,9 @@ def sort_descending(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarra
     Equal scores stay next to each other (in no particular order). float32 scores (every
     anomaly map) are sorted as one uint64 each: the score's order key, then its position and
     label. numpy sorts that with SIMD, and the sorted scores and labels are read back from the
-    keys instead of gathered through ``order``: 16M pixels in about 1 s against 2.7 s for an
-    argsort and two gathers (2 cores). Exact: the key orders float32 values without rounding.
+    keys instead of gathered through ``order``: 16M pixels in 0.9 s, against 3.3 s for numpy's
+    argsort and two gathers and 4.3 s for torch.sort and one (2 busy cores, lowest of 2).
+    Exact: the key orders float32 values without rounding.
     Other dtypes take numpy's argsort.
     """
     if scores.dtype != np.float32 or scores.size >= 2**31:
