@@ -255,7 +255,9 @@ def test_any_model_gets_per_class_results_from_the_base_class(tmp_path):
     model = _BrightnessModel()
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_checkpointing=False, default_root_dir=tmp_path)
-    trainer.validate(model, datamodule=dm, verbose=False)
+    validated = trainer.validate(model, datamodule=dm, verbose=False)[0]
+    # the pasted squares stray from 0.45 more than the background does
+    assert 0.5 < validated["val/pixel_AUROC"] <= 1.0
     trainer.test(model, datamodule=dm, verbose=False)
     report = model.test_report
     assert set(report["per_class"]) == {"bright", "dark", ALL_CLASSES}

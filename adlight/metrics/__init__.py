@@ -1,5 +1,6 @@
 """Anomaly metrics: primitives on torchmetrics (:mod:`.core`), the test report
-(:mod:`.evaluation`), AUPRO (:mod:`.pro`) and bootstrap intervals (:mod:`.bootstrap`)."""
+(:mod:`.evaluation`), AUPRO (:mod:`.pro`), bootstrap intervals (:mod:`.bootstrap`) and
+the one sort that the pixel figures share (:mod:`.ranking`)."""
 
 from adlight.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.metrics.core import (
@@ -9,9 +10,9 @@ from adlight.metrics.core import (
     binary_labels,
     binned_precision_recall_curve,
     f1_curve,
-    f1_optimal_threshold,
     has_both_classes,
     parse_threshold,
+    rates_from_counts,
     rescale_unit,
     roc_curve,
     threshold_metrics,
@@ -23,13 +24,16 @@ from adlight.metrics.evaluation import (
     evaluate,
     nu_sweep_auroc,
     per_class_metrics,
+    pixel_ranking,
 )
 from adlight.metrics.pro import aupro, pro_curve
+from adlight.metrics.ranking import SortedScores, f1_optimal_threshold
 
 __all__ = [
     "ALL_CLASSES",
     "AUPRO_FPR_LIMIT",
     "THRESHOLD_MODES",
+    "SortedScores",
     "EpochCollector",
     "EpochOutputs",
     "aupro",
@@ -44,7 +48,9 @@ __all__ = [
     "nu_sweep_auroc",
     "parse_threshold",
     "per_class_metrics",
+    "pixel_ranking",
     "pro_curve",
+    "rates_from_counts",
     "rescale_unit",
     "roc_curve",
     "threshold_metrics",

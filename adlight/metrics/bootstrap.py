@@ -6,16 +6,20 @@ are not independent), every pixel of a drawn image counted once per draw.
 
 Every replicate is computed from per-image score histograms, so B replicates cost one
 (B x images) @ (images x levels) product instead of B sorts: for images the levels are the
-distinct scores (exact); for pixels, ``pixel_levels`` quantiles of all pixel scores (the
-replicates then rank pixels within a level as ties; the point estimate stays exact).
+distinct scores (exact); for pixels, ``pixel_levels`` levels of equal size in the ranking of
+all pixels, ties kept in one level (the replicates then rank pixels within a level as ties;
+the point estimate stays exact). The ranking is the report's one sort (:mod:`.ranking`).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from adlight.metrics.ranking import SortedScores
 
 
 def _auroc_from_histograms(positive: Tensor, negative: Tensor) -> Tensor:
@@ -59,22 +63,23 @@ def image_auroc_interval(scores: Tensor, labels: Tensor, replicates: int = 1000,
 
 
 def pixel_auroc_interval(maps: Tensor, masks: Tensor, replicates: int = 1000, seed: int = 0,
-                         level: float = 0.95, pixel_levels: int = 4096) -> tuple[float, float]:
-    """Percentile bootstrap interval of pixel AUROC, resampling whole images."""
+                         level: float = 0.95, pixel_levels: int = 4096,
+                         ranked: SortedScores | None = None) -> tuple[float, float]:
+    """Percentile bootstrap interval of pixel AUROC, resampling whole images.
+
+    ``ranked``: the maps' :class:`SortedScores` where the caller has them (no second sort).
+    """
     n = maps.shape[0]
-    scores = maps.detach().cpu().float().reshape(n, -1)
-    anomalous = masks.detach().cpu().reshape(n, -1) != 0
-    if not (anomalous.any() and (~anomalous).any()):
+    ranked = ranked if ranked is not None else SortedScores(maps, masks, "anomaly maps")
+    if not ranked.both_classes:
         return math.nan, math.nan
-    # level boundaries at quantiles of (a sample of) all pixel scores
-    flat = scores.flatten()
-    sample = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(seed))[:1_000_000]]
-    edges = torch.quantile(sample.double(), torch.linspace(0, 1, pixel_levels + 1, dtype=torch.float64)[1:-1])
-    level_of = torch.bucketize(scores.double(), edges)  # n x pixels, in [0, pixel_levels)
-    offsets = torch.arange(n)[:, None] * pixel_levels
-    positive = torch.bincount((level_of + offsets)[anomalous], minlength=n * pixel_levels)
-    negative = torch.bincount((level_of + offsets)[~anomalous], minlength=n * pixel_levels)
+    # levels at rank quantiles of all pixels, ascending, ties in one level; one bincount
+    # counts each (image, level, label) cell
+    cell = (pixel_levels - 1) - ranked.rank_levels(pixel_levels)
+    cell += ranked.image_of(ranked.scores.size // n) * pixel_levels
+    cell *= 2
+    cell += ranked.positive
+    both = np.bincount(cell, minlength=2 * n * pixel_levels).reshape(n, pixel_levels, 2)
+    negative, positive = torch.from_numpy(both[..., 0]).double(), torch.from_numpy(both[..., 1]).double()
     counts = _replicate_counts(n, replicates, seed)
-    positive = counts @ positive.reshape(n, pixel_levels).double()
-    negative = counts @ negative.reshape(n, pixel_levels).double()
-    return _interval(_auroc_from_histograms(positive, negative), level)
+    return _interval(_auroc_from_histograms(counts @ positive, counts @ negative), level)

@@ -19,10 +19,7 @@ from torchmetrics.functional.classification import (
     binary_auroc,
     binary_average_precision,
     binary_confusion_matrix,
-    binary_f1_score,
-    binary_precision,
     binary_precision_recall_curve,
-    binary_recall,
     binary_roc,
 )
 
@@ -125,21 +122,27 @@ def f1_curve(scores: Tensor, labels: Tensor, bins: int | None = None) -> tuple[T
     return f1, low + thresholds.double() * (high - low)
 
 
-def f1_optimal_threshold(scores: Tensor, labels: Tensor) -> float:
-    """The raw score threshold (predict anomalous when score >= t) that maximises F1."""
-    labels = binary_labels(labels)
-    if not has_both_classes(labels):
-        raise ConfigError(
-            "an F1-optimal threshold needs normal and anomalous samples in the validation "
-            "split; give a fixed threshold instead (e.g. --model.image_threshold 0.5)"
-        )
-    scores = scores.flatten()
-    f1, _ = f1_curve(scores, labels)
-    _, _, unit_thresholds = binary_precision_recall_curve(rescale_unit(scores), labels, validate_args=False)
-    best = unit_thresholds[int(torch.argmax(f1))]
-    # return the raw score that sits exactly at the chosen threshold, so that the same
-    # sample lands on the same side of it in raw units as it did in rescaled units
-    return float(scores.double()[rescale_unit(scores) == best].min())
+def rates_from_counts(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
+    """F1, precision, recall and the counts, computed as torchmetrics' binary_* metrics do.
+
+    The same float32 operations in the same order (counts to float32, then divide; 0 for
+    0 / 0), so the figures equal torchmetrics' to the bit (tested), whoever did the counting.
+    """
+    tp_, fp_, fn_ = torch.tensor([tp, fp, fn])
+
+    def ratio(num: Tensor, den: Tensor) -> float:
+        num, den = num.float(), den.float()
+        return float(num / den) if bool(den != 0) else 0.0
+
+    return {
+        "F1": ratio(2.0 * tp_, 2.0 * tp_ + 1.0 * fn_ + fp_),
+        "precision": ratio(tp_, tp_ + fp_),
+        "recall": ratio(tp_, tp_ + fn_),
+        "TP": tp,
+        "FP": fp,
+        "TN": tn,
+        "FN": fn,
+    }
 
 
 def threshold_metrics(scores: Tensor, labels: Tensor, threshold: float) -> dict[str, float]:
@@ -147,15 +150,7 @@ def threshold_metrics(scores: Tensor, labels: Tensor, threshold: float) -> dict[
     predictions = (scores.flatten() >= threshold).long()
     labels = binary_labels(labels)
     tn, fp, fn, tp = binary_confusion_matrix(predictions, labels, validate_args=False).flatten().tolist()
-    return {
-        "F1": float(binary_f1_score(predictions, labels, validate_args=False)),
-        "precision": float(binary_precision(predictions, labels, validate_args=False)),
-        "recall": float(binary_recall(predictions, labels, validate_args=False)),
-        "TP": tp,
-        "FP": fp,
-        "TN": tn,
-        "FN": fn,
-    }
+    return rates_from_counts(tp, fp, tn, fn)
 
 
 def threshold_outside_scores(threshold: float, scores: Tensor, argument: str) -> str | None:

@@ -4,6 +4,8 @@ Beside AUROC and the thresholded figures, the figures the field compares with: a
 precision, the best F1 over all thresholds (an oracle figure, never a threshold), AUPRO for
 models that localise (MVTec AD's region overlap, :mod:`adlight.metrics.pro`), and seeded
 bootstrap 95% intervals for image and pixel AUROC (:mod:`adlight.metrics.bootstrap`).
+Every pixel figure, the per-class rows' included, reads one sort of all pixels
+(:class:`adlight.metrics.ranking.SortedScores`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from adlight.metrics.core import (
     has_both_classes,
     threshold_metrics,
 )
-from adlight.metrics.pro import aupro
+from adlight.metrics.ranking import SortedScores
 
 #: the false-positive-rate limit of AUPRO (MVTec AD's evaluation)
 AUPRO_FPR_LIMIT = 0.3
@@ -34,16 +36,18 @@ def evaluate(
     outputs: EpochOutputs,
     image_threshold: float | None,
     pixel_threshold: float | None,
-    pixel_f1_bins: int = 1000,
     nu_sweep: Sequence[float] = (),
     bootstrap_replicates: int = 1000,
     bootstrap_seed: int = 0,
+    ranked: SortedScores | None = None,
 ) -> dict[str, Any]:
     """The report of one test epoch: AUROC, AP, thresholded metrics, pixel metrics, AUPRO.
 
     Keys are ``image_*`` and ``pixel_*``; ``*_F1_best`` is the best F1 over all thresholds
-    *on this split* (F1-max: an oracle figure the papers report, never used as a threshold);
-    ``*_AUROC_CI95`` the seeded bootstrap interval (``bootstrap_replicates`` 0 turns it off).
+    *on this split* (F1-max: an oracle figure the papers report, never used as a threshold;
+    exact, every distinct score a threshold); ``*_AUROC_CI95`` the seeded bootstrap interval
+    (``bootstrap_replicates`` 0 turns it off). ``ranked``: :func:`pixel_ranking` of ``outputs``
+    where the caller has it (it is the one sort of every pixel that all pixel figures share).
     With ``nu_sweep`` (the nu of each ``score_sweep`` column) it adds Andrews et al.'s
     figure: ``image_AUROC_by_nu`` and its ``image_AUROC_nu_mean`` / ``_std``.
     """
@@ -61,24 +65,30 @@ def evaluate(
     if image_threshold is not None and not math.isnan(image_threshold):
         for key, value in threshold_metrics(outputs.score, outputs.label, image_threshold).items():
             report[f"image_{key}"] = value
-    if outputs.has_pixels:
-        pixel_scores, pixel_labels = outputs.anomaly_map.flatten(), outputs.mask.flatten()
-        report["pixel_AUROC"] = auroc(pixel_scores, pixel_labels)
-        if has_both_classes(pixel_labels.long()):
-            f1, _ = f1_curve(pixel_scores, pixel_labels, bins=pixel_f1_bins)
-            report["pixel_F1_best"] = float(f1.max())
-            report["pixel_AP"] = average_precision(pixel_scores, pixel_labels)
-            report["pixel_AUPRO"] = aupro(outputs.anomaly_map, outputs.mask, AUPRO_FPR_LIMIT)
+    ranked = ranked if ranked is not None else pixel_ranking(outputs)
+    if ranked is not None:
+        report["pixel_AUROC"] = ranked.auroc()
+        if ranked.both_classes:
+            report["pixel_F1_best"] = ranked.f1_best()
+            report["pixel_AP"] = ranked.average_precision()
+            report["pixel_AUPRO"] = ranked.aupro(outputs.mask, AUPRO_FPR_LIMIT)
             if bootstrap_replicates:
                 report["pixel_AUROC_CI95"] = list(pixel_auroc_interval(
-                    outputs.anomaly_map, outputs.mask, bootstrap_replicates, bootstrap_seed))
+                    outputs.anomaly_map, outputs.mask, bootstrap_replicates, bootstrap_seed, ranked=ranked))
         if pixel_threshold is not None and not math.isnan(pixel_threshold):
-            for key, value in threshold_metrics(pixel_scores, pixel_labels, pixel_threshold).items():
+            for key, value in ranked.threshold_metrics(pixel_threshold).items():
                 if key in ("F1", "precision", "recall"):
                     report[f"pixel_{key}"] = value
     if nu_sweep and outputs.score_sweep is not None and has_both_classes(outputs.label):
         report.update(nu_sweep_auroc(outputs.score_sweep, outputs.label, nu_sweep))
     return report
+
+
+def pixel_ranking(outputs: EpochOutputs) -> SortedScores | None:
+    """Every pixel of the epoch sorted once by its map value (``None`` without maps and masks)."""
+    if not outputs.has_pixels:
+        return None
+    return SortedScores(outputs.anomaly_map, outputs.mask, "anomaly maps")
 
 
 def nu_sweep_auroc(score_sweep: Tensor, labels: Tensor, nus: Sequence[float]) -> dict[str, Any]:
@@ -121,6 +131,7 @@ def per_class_metrics(
     class_names: list[str],
     image_threshold: float | None = None,
     pixel_threshold: float | None = None,
+    ranked: SortedScores | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of each anomaly class against *all* normal test images, then ``"ALL"``.
 
@@ -132,12 +143,16 @@ def per_class_metrics(
     given; ``pixel_F1``/``pixel_precision``/``pixel_recall`` likewise at ``pixel_threshold``.
     Recall is the share of that class caught; precision and F1 also count the false alarms
     on all normals, so they depend on how many images the class has. The ``"ALL"`` row pools
-    every anomaly and equals the overall figures of :func:`evaluate`.
+    every anomaly and equals the overall figures of :func:`evaluate`. Pixel rows select
+    their images' pixels from ``ranked`` (:func:`pixel_ranking`, made here if not given).
     """
     normal = outputs.label == 0
     rows = [*_anomaly_classes(outputs, class_names), (ALL_CLASSES, outputs.label == 1)]
     image_t = image_threshold if image_threshold is not None and math.isfinite(image_threshold) else None
     pixel_t = pixel_threshold if pixel_threshold is not None and math.isfinite(pixel_threshold) else None
+    ranked = ranked if ranked is not None else pixel_ranking(outputs)
+    if ranked is not None:
+        image_of_pixel = ranked.image_of(outputs.anomaly_map[0].numel())
     result: dict[str, dict[str, float]] = {}
     for name, anomalies in rows:
         chosen = normal | anomalies
@@ -151,12 +166,11 @@ def per_class_metrics(
             for key, value in threshold_metrics(scores, labels, image_t).items():
                 if key in ("F1", "precision", "recall"):
                     row[f"image_{key}"] = value
-        if outputs.has_pixels:
-            pixel_scores = outputs.anomaly_map[chosen].flatten()
-            pixel_labels = outputs.mask[chosen].flatten()
-            row["pixel_AUROC"] = auroc(pixel_scores, pixel_labels)
+        if ranked is not None:
+            pixels = ranked.subset(chosen.cpu().numpy()[image_of_pixel])
+            row["pixel_AUROC"] = pixels.auroc()
             if pixel_t is not None:
-                for key, value in threshold_metrics(pixel_scores, pixel_labels, pixel_t).items():
+                for key, value in pixels.threshold_metrics(pixel_t).items():
                     if key in ("F1", "precision", "recall"):
                         row[f"pixel_{key}"] = value
         result[name] = row
