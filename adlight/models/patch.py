@@ -43,6 +43,10 @@ from adlight.nets.memory_bank import (
 )
 from adlight.nets.patch_features import PatchFeatures
 
+#: backbone input pixels per chunk on the CPU (4 images at 256 px, 1 at 512 px; measured in
+#: ``benchmarks/patch_batch_size.py``)
+BACKBONE_CHUNK_PIXELS = 4 * 256 * 256
+
 
 class PatchModel(FrozenFeaturesModule):
     """What PatchCore and PaDiM share: patch features, maps from patch scores.
@@ -82,7 +86,18 @@ class PatchModel(FrozenFeaturesModule):
 
     @torch.no_grad()
     def patch_features(self, images: Tensor) -> Tensor:
-        return self.features(images)
+        """Patch features of a batch, the backbone run on chunks of :data:`BACKBONE_CHUNK_PIXELS`.
+
+        A large batch through the backbone at once is slower per image on a CPU (its
+        activations leave the cache: see ``benchmarks/patch_batch_size.py``), so a batch of 32
+        costs what 32 chunks cost. A traced export (adlight/export) runs it whole: a split
+        would fix the batch size of the graph.
+        """
+        side = self.features.backbone.input_size
+        per_chunk = max(1, BACKBONE_CHUNK_PIXELS // (side * side))
+        if images.shape[0] <= per_chunk or images.device.type != "cpu" or torch.jit.is_tracing():
+            return self.features(images)
+        return torch.cat([self.features(chunk) for chunk in images.split(per_chunk)])
 
     def head_features(self, batch: dict) -> Tensor:
         return self.patch_features(batch["image"])
