@@ -180,11 +180,17 @@ def ivf_index(bank: Tensor, lists: int | None = None, seed: int = 0):
     return index
 
 
-def search_recall(approximate: Tensor, exact: Tensor, rtol: float = 1e-5) -> float:
-    """Share of queries whose approximate nearest distance is the exact one (recall@1 by distance)."""
+def search_recall(approximate: Tensor, exact: Tensor, tolerance: float = 1e-3) -> float:
+    """Share of queries whose approximate nearest distance is the exact one (recall@1 by distance).
+
+    Equal within ``tolerance`` x max(1, distance): faiss' exact search expands |q - b|^2 into
+    |q|^2 + |b|^2 - 2 q.b, its IVF search does not, and in float32 the two differ by ~1e-4 on
+    near-zero distances of features of norm ~10 (by bank-row index, duplicate rows would count
+    as misses).
+    """
     if approximate.shape != exact.shape:
         raise ValueError(f"shapes differ: {tuple(approximate.shape)} vs {tuple(exact.shape)}")
-    found = (approximate[:, 0] - exact[:, 0]).abs() <= rtol * exact[:, 0].abs().clamp_min(1e-6)
+    found = (approximate[:, 0] - exact[:, 0]).abs() <= tolerance * exact[:, 0].abs().clamp_min(1.0)
     return float(found.float().mean()) if found.numel() else math.nan
 
 
