@@ -58,6 +58,10 @@ def instrument() -> None:
     base.evaluate = timed("metrics", base.evaluate)
     base.per_class_metrics = timed("metrics", base.per_class_metrics)
     TestReport._figures = timed("figures", TestReport._figures)
+    patch.ivf_index = timed("search index", patch.ivf_index)
+    import adlight.callbacks.report as report
+
+    report.write_results_page = timed("results page", report.write_results_page)
 
 
 def run_row(args) -> dict:
@@ -67,13 +71,19 @@ def run_row(args) -> dict:
     from adlight.cli import AdlightCLI
 
     instrument()
-    model = "mvtec_padim" if args.row == "padim" else "mvtec_patchcore"
-    extra = [] if args.row == "padim" else [f"--model.coreset_fraction={args.row}"]
-    size = args.image_size
+    size_args = []
+    if args.row == "config":  # a whole config as it is
+        config, model, extra = Path(args.config), Path(args.config).stem, []
+    else:
+        model = "mvtec_padim" if args.row == "padim" else "mvtec_patchcore"
+        config = ROOT / "configs" / "patch_features" / (model + ".yaml")
+        extra = [] if args.row == "padim" else [f"--model.coreset_fraction={args.row}"]
+    if args.image_size is not None:
+        size = args.image_size
+        size_args = [f"--data.image_size={size}", f"--model.features.init_args.backbone.init_args.input_size={size}"]
     cli = AdlightCLI(run=False, args=[
-        f"--config={ROOT / 'configs' / 'patch_features' / (model + '.yaml')}", *extra,
-        f"--data.root={args.root}", f"--data.category={args.category}",
-        f"--data.image_size={size}", f"--model.features.init_args.backbone.init_args.input_size={size}",
+        f"--config={config}", *extra,
+        f"--data.root={args.root}", f"--data.category={args.category}", *size_args,
         "--trainer.accelerator=cpu", f"--trainer.default_root_dir={args.out}/{model}_{args.row}",
         "--trainer.enable_progress_bar=false", *args.overrides,
     ])
@@ -88,17 +98,37 @@ def run_row(args) -> dict:
     test_s = time.perf_counter() - start
     report = cli.model.test_report
     bank = getattr(cli.model, "memory_bank", None)
+    recall = search_recall_on_test(cli) if getattr(cli.model, "search", None) == "faiss_ivf" else None
     return {
-        "row": f"{model} coreset_fraction={args.row}" if args.row != "padim" else model,
+        "row": model if args.row in ("padim", "config") else f"{model} coreset_fraction={args.row}",
         "bank_patches": int(bank.shape[0]) if bank is not None else None,
         "fit_s": fit_s, "test_s": test_s,
         "fit_timers": fit_timers, "test_timers": dict(TIMERS),
         # Linux reports kilobytes
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "threads": torch.get_num_threads(),
+        "search_recall": recall,
         **{k: report.get(k) for k in ("image_AUROC", "pixel_AUROC", "pixel_F1", "pixel_F1_best",
                                        "image_F1", "pixel_threshold", "n_images")},
     }
+
+
+def search_recall_on_test(cli) -> float:
+    """Recall@1 of the approximate search against exact search, on the test images' patches."""
+    import torch
+
+    from adlight.nets.memory_bank import nearest_distances, search_recall
+
+    model, queries = cli.model, []
+    with torch.no_grad():
+        for batch in cli.datamodule.test_dataloader():
+            features = model.patch_features(batch["image"]).float()
+            queries.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]))
+    queries = torch.cat(queries)
+    exact = nearest_distances(queries, model.memory_bank, model.num_neighbours, "faiss")
+    approximate = nearest_distances(queries, model.memory_bank, model.num_neighbours, "faiss_ivf",
+                                    index=model._ivf_index, probes=model.ivf_probes)
+    return search_recall(approximate, exact)
 
 
 def fmt(value, digits=3):
@@ -115,8 +145,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "mvtec_ad"))
     parser.add_argument("--category", default="bottle")
-    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="image and backbone size (default: 256, or the --config's own)")
     parser.add_argument("--fractions", type=float, nargs="*", default=[1.0, 0.1, 0.01])
+    parser.add_argument("--config", default=None,
+                        help="a PatchCore config to run instead of the shipped mvtec_patchcore.yaml "
+                             "(e.g. configs/patch_features/mvtec_patchcore_512.yaml), as it is: one row")
     parser.add_argument("--no-padim", action="store_true", help="skip the PaDiM row")
     parser.add_argument("--set", action="extend", nargs="*", default=[], dest="overrides",
                         help="extra CLI overrides for every run, e.g. --set=--model.projection_dim=128")
@@ -128,10 +162,16 @@ def main() -> None:
         print("ROW " + json.dumps(run_row(args)), flush=True)
         return
     rows = []
-    for row in [*(f"{f:g}" for f in args.fractions), *([] if args.no_padim else ["padim"])]:
+    if args.config is None and args.image_size is None:
+        args.image_size = 256
+    rows_to_run = ["config"] if args.config else [*(f"{f:g}" for f in args.fractions),
+                                                   *([] if args.no_padim else ["padim"])]
+    for row in rows_to_run:
         command = [sys.executable, __file__, "--row", row, "--root", args.root,
-                   "--category", args.category, "--image-size", str(args.image_size),
-                   "--out", args.out, *(f"--set={o}" for o in args.overrides)]
+                   "--category", args.category, "--out", args.out,
+                   *(["--image-size", str(args.image_size)] if args.image_size else []),
+                   *(["--config", args.config] if args.config else []),
+                   *(f"--set={o}" for o in args.overrides)]
         result = subprocess.run(command, capture_output=True, text=True)
         lines = [line for line in result.stdout.splitlines() if line.startswith("ROW ")]
         if result.returncode != 0 or not lines:
@@ -141,14 +181,15 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
-    print(f"\n{args.category} at {args.image_size} px; {date.today()}, "
+    print(f"\n{args.category} at {args.image_size or 'the config'} px; {date.today()}, "
           f"{platform.processor() or platform.machine()}, {rows[0]['threads']} threads\n"
           f"`python {' '.join(sys.argv)}`\n")
-    print("| model | bank patches | image AUROC | pixel AUROC | pixel F1 at val tau | best pixel F1 | "
-          "fit s | test s | fit + test s | peak RSS GB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | bank patches | search recall@1 | image AUROC | pixel AUROC | pixel F1 at val tau | "
+          "best pixel F1 | fit s | test s | fit + test s | peak RSS GB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['row']} | {fmt(r['bank_patches'])} | {fmt(r['image_AUROC'])} | {fmt(r['pixel_AUROC'])} | "
+        print(f"| {r['row']} | {fmt(r['bank_patches'])} | {fmt(r['search_recall'])} | "
+              f"{fmt(r['image_AUROC'])} | {fmt(r['pixel_AUROC'])} | "
               f"{fmt(r['pixel_F1'])} | {fmt(r['pixel_F1_best'])} | {r['fit_s']:.1f} | {r['test_s']:.1f} | "
               f"{r['fit_s'] + r['test_s']:.1f} | {r['peak_rss_gb']:.2f} |")
     print("\nwhere the time goes (seconds):\n")

@@ -31,6 +31,8 @@ class FittedHeadMixin:
     """
 
     _head_names: tuple[str, ...] = ()
+    #: the dtype training features are gathered in (a model may keep them smaller)
+    head_feature_dtype: torch.dtype = torch.float32
     _head_fitted_at_step: int | None = None
 
     def register_head(self, **buffers: Tensor) -> None:

@@ -26,20 +26,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from adlight.checks import check_int
+from adlight.checks import check_fraction, check_int
 from adlight.errors import ConfigError
 from adlight.losses import full_precision
 from adlight.models.base import ThresholdArg
 from adlight.models.fitted_head import FrozenFeaturesModule
+from adlight.models.training_normals import training_normals_dataset
 from adlight.nets.maps import smooth
 from adlight.nets.memory_bank import (
     SEARCH_BACKENDS,
     SearchBackend,
     check_coreset_fraction,
     greedy_coreset,
+    ivf_index,
     nearest_distances,
 )
 from adlight.nets.patch_features import PatchFeatures
+
+#: backbone input pixels per chunk on the CPU (4 images at 256 px, 1 at 512 px; measured in
+#: ``benchmarks/patch_batch_size.py``)
+BACKBONE_CHUNK_PIXELS = 4 * 256 * 256
 
 
 class PatchModel(FrozenFeaturesModule):
@@ -80,7 +86,18 @@ class PatchModel(FrozenFeaturesModule):
 
     @torch.no_grad()
     def patch_features(self, images: Tensor) -> Tensor:
-        return self.features(images)
+        """Patch features of a batch, the backbone run on chunks of :data:`BACKBONE_CHUNK_PIXELS`.
+
+        A large batch through the backbone at once is slower per image on a CPU (its
+        activations leave the cache: see ``benchmarks/patch_batch_size.py``), so a batch of 32
+        costs what 32 chunks cost. A traced export (adlight/export) runs it whole: a split
+        would fix the batch size of the graph.
+        """
+        side = self.features.backbone.input_size
+        per_chunk = max(1, BACKBONE_CHUNK_PIXELS // (side * side))
+        if images.shape[0] <= per_chunk or images.device.type != "cpu" or torch.jit.is_tracing():
+            return self.features(images)
+        return torch.cat([self.features(chunk) for chunk in images.split(per_chunk)])
 
     def head_features(self, batch: dict) -> Tensor:
         return self.patch_features(batch["image"])
@@ -134,9 +151,21 @@ class PatchCoreModel(PatchModel):
         num_neighbours: a patch's score is its mean distance to this many nearest bank
             patches (PatchCore: 1).
         search: nearest-neighbour backend: ``auto`` (faiss on the CPU, scikit-learn where
-            faiss is missing, torch on accelerators), ``faiss``, ``sklearn`` or ``torch``.
+            faiss is missing, torch on accelerators), ``faiss``, ``sklearn`` or ``torch``
+            (all exact), or ``faiss_ivf`` (approximate: an inverted file of k-means cells
+            over the bank; a query is compared with the bank rows of ``ivf_probes`` cells).
         search_batch_size: query patches per search block (bounds memory).
-        seed: seeds the projection and the coreset's first pick.
+        ivf_lists, ivf_probes: cells of the ``faiss_ivf`` index (``null``: 4 sqrt(bank
+            size)) and cells visited per query. Recall against exact search is measured in
+            ``benchmarks/patch_mvtec.py --recall``.
+        patch_sample: share of each training image's patches kept as coreset candidates
+            (seeded by the image's index, so the same under DDP); 1 keeps all. The bank is
+            still ``coreset_fraction`` of *all* training patches, so it must not exceed this.
+            Fewer candidates make selection faster and the training features smaller.
+        memory_limit_gb: refuse to fit, before any feature is extracted, when the training
+            candidates and the coreset's working set would need more than this (``null``: no
+            limit); the error says what to lower.
+        seed: seeds the projection, the coreset's first pick and the patch sample.
         smoothing_sigma, image_threshold, pixel_threshold, num_examples: see
             :class:`PatchModel` and :class:`~adlight.models.base.AnomalyModule`.
     """
@@ -149,6 +178,10 @@ class PatchCoreModel(PatchModel):
         num_neighbours: int = 1,
         search: SearchBackend = "auto",
         search_batch_size: int = 16384,
+        ivf_lists: int | None = None,
+        ivf_probes: int = 8,
+        patch_sample: float = 1.0,
+        memory_limit_gb: float | None = 4.0,
         seed: int = 0,
         smoothing_sigma: float = 4.0,
         image_threshold: ThresholdArg = "val_f1",
@@ -158,6 +191,19 @@ class PatchCoreModel(PatchModel):
         super().__init__(features, smoothing_sigma, image_threshold, pixel_threshold, num_examples)
         self.save_hyperparameters(ignore=["features"])
         self.coreset_fraction = check_coreset_fraction(coreset_fraction)
+        self.patch_sample = check_fraction("patch_sample", patch_sample, zero=False, one=True)
+        if self.coreset_fraction > self.patch_sample:
+            raise ConfigError(
+                f"coreset_fraction={coreset_fraction} keeps more patches than patch_sample="
+                f"{patch_sample} offers as candidates: lower coreset_fraction or raise patch_sample"
+            )
+        if ivf_lists is not None:
+            check_int("ivf_lists", ivf_lists)
+        check_int("ivf_probes", ivf_probes)
+        if memory_limit_gb is not None and (isinstance(memory_limit_gb, bool)
+                                            or not isinstance(memory_limit_gb, (int, float))
+                                            or memory_limit_gb <= 0):
+            raise ConfigError(f"memory_limit_gb must be a number > 0 or null, got {memory_limit_gb!r}")
         if projection_dim is not None and (isinstance(projection_dim, bool)
                                            or not isinstance(projection_dim, int) or projection_dim < 1):
             raise ConfigError(f"projection_dim must be an int >= 1 or null, got {projection_dim!r}")
@@ -169,18 +215,80 @@ class PatchCoreModel(PatchModel):
         self.num_neighbours = num_neighbours
         self.search = search
         self.search_batch_size = search_batch_size
+        self.ivf_lists = ivf_lists
+        self.ivf_probes = ivf_probes
+        self.memory_limit_gb = memory_limit_gb
         self.seed = seed
+        self._ivf_index = None  # built on the first approximate search of a bank
+        self.head_feature_dtype = torch.float16  # see head_features
         self.register_head(memory_bank=torch.empty(0, features.feature_dim))
 
-    def fit_patches(self, features: Tensor) -> dict[str, Tensor]:
-        patches = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+    # ----- fitting: candidates, memory, coreset -------------------------------------------
+    def candidates_per_image(self) -> int:
+        positions = self.features.grid_size[0] * self.features.grid_size[1]
+        return max(1, round(self.patch_sample * positions))
+
+    def fit_memory_bytes(self, n_images: int) -> int:
+        """Training candidates (float16) plus the coreset's working set (projection, distances)."""
+        rows = n_images * self.candidates_per_image()
+        projected = min(self.projection_dim or self.features.feature_dim, self.features.feature_dim)
+        return rows * (2 * self.features.feature_dim + 4 * projected + 8)
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.memory_limit_gb is None:
+            return
+        n_images = len(training_normals_dataset(self.trainer))
+        need = self.fit_memory_bytes(n_images) / 2**30
+        if need > self.memory_limit_gb:
+            grid = "x".join(map(str, self.features.grid_size))
+            share = max(0.01, round(self.patch_sample * self.memory_limit_gb / need * 0.9, 2))
+            raise ConfigError(
+                f"PatchCore's training patches need {need:.1f} GB ({n_images} images x "
+                f"{self.candidates_per_image()} patches of the {grid} grid x {self.features.feature_dim} "
+                f"features), over memory_limit_gb={self.memory_limit_gb}: keep fewer candidates "
+                f"(--model.init_args.patch_sample {share}), use smaller images, or raise "
+                "--model.init_args.memory_limit_gb"
+            )
+
+    def head_features(self, batch: dict) -> Tensor:
+        """N x K x D float16 candidates: K = ``patch_sample`` of each image's grid positions."""
+        features = self.patch_features(batch["image"])
+        rows = features.flatten(2).transpose(1, 2)  # N x positions x D
+        k = self.candidates_per_image()
+        if k < rows.shape[1]:
+            # seeded by the image's dataset index: the same sample whichever process or batch
+            picks = torch.stack([
+                torch.randperm(rows.shape[1], generator=torch.Generator().manual_seed(
+                    self.seed * 1_000_003 + int(index)))[:k]
+                for index in batch["index"]
+            ]).to(rows.device)
+            rows = rows.gather(1, picks.unsqueeze(-1).expand(-1, -1, rows.shape[2]))
+        # float16 halves the training features (measured: no change in the results, see
+        # docs/results.md); the coreset and the bank are float32
+        return rows.to(torch.float16)
+
+    def compute_head(self, features: Tensor) -> dict[str, Tensor]:
+        if features.ndim == 4:  # N x D x h x w feature maps: every position a candidate
+            features = features.flatten(2).transpose(1, 2)
+        if features.ndim != 3:
+            raise ConfigError(f"PatchCore fits on N x K x D patches or N x D x h x w maps, got shape "
+                              f"{tuple(features.shape)}")
+        features = features.to(self.device)
+        with full_precision(features):  # coreset distances in float32
+            return self.fit_patches(features.reshape(-1, features.shape[-1]))
+
+    def fit_patches(self, patches: Tensor) -> dict[str, Tensor]:
+        """The memory bank chosen from candidate patches (rows x D, any float dtype)."""
         if patches.shape[0] < self.num_neighbours:
             raise ConfigError(
                 f"num_neighbours={self.num_neighbours} but the training normals give only "
                 f"{patches.shape[0]} patches"
             )
-        chosen = greedy_coreset(patches, self.coreset_fraction, self.projection_dim, self.seed)
-        bank = patches[chosen].contiguous()
+        # the bank is coreset_fraction of all training patches, taken from the candidates
+        fraction = min(1.0, self.coreset_fraction / self.patch_sample)
+        chosen = greedy_coreset(patches, fraction, self.projection_dim, self.seed)
+        bank = patches[chosen].float().contiguous()
         if bank.shape[0] < self.num_neighbours:
             raise ConfigError(
                 f"coreset_fraction={self.coreset_fraction} keeps {bank.shape[0]} patches, fewer "
@@ -188,11 +296,18 @@ class PatchCoreModel(PatchModel):
             )
         return {"memory_bank": bank}
 
+    def on_head_changed(self) -> None:
+        super().on_head_changed()
+        self._ivf_index = None
+
     def patch_scores(self, features: Tensor) -> Tensor:
         n, d, h, w = features.shape
         queries = features.permute(0, 2, 3, 1).reshape(-1, d)
+        if self.search == "faiss_ivf" and self._ivf_index is None:
+            self._ivf_index = ivf_index(self.memory_bank, self.ivf_lists, self.seed)
         distances = nearest_distances(queries, self.memory_bank, self.num_neighbours,
-                                      self.search, self.search_batch_size)
+                                      self.search, self.search_batch_size,
+                                      index=self._ivf_index, probes=self.ivf_probes)
         return distances.mean(1).reshape(n, h, w)
 
 

@@ -43,7 +43,7 @@ def gather_training_features(trainer: L.Trainer, model) -> torch.Tensor:
         # in the trainer's precision (autocast under "bf16-mixed"/"16-mixed"), as test_step
         # scores: the head is fitted on the features it will be asked to score
         with trainer.precision_plugin.test_step_context():
-            features.append(model.head_features(batch).float())
+            features.append(model.head_features(batch).to(model.head_feature_dtype))
         indices.append(batch["index"])
     model.train(was_training)
     features, indices = torch.cat(features), torch.cat(indices)

@@ -14,6 +14,9 @@ by blocked torch matrix products on accelerators; queries go in blocks so memory
 bounded. Measured on 2 cores, 85k queries against a 21k bank: faiss 3.6-4.4 s, torch
 7.3-7.6 s, scikit-learn 8.8 s. Distances are float32 (bfloat16 products were 7x slower on
 an AVX2 CPU, and float32's error on squared distances of order 100 was below 0.01).
+``faiss_ivf`` is approximate: faiss' inverted file (k-means cells over the bank, exact
+distances inside the cells a query probes); :func:`search_recall` measures it against exact
+search (``docs/results.md`` has the numbers at 512 px).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from torch import Tensor
 from adlight.checks import check_fraction
 from adlight.errors import ConfigError
 
-SearchBackend = Literal["auto", "faiss", "sklearn", "torch"]
-SEARCH_BACKENDS = ("auto", "faiss", "sklearn", "torch")
+SearchBackend = Literal["auto", "faiss", "sklearn", "torch", "faiss_ivf"]
+SEARCH_BACKENDS = ("auto", "faiss", "sklearn", "torch", "faiss_ivf")
 
 try:  # faiss-cpu is a dependency; scikit-learn stands in where it cannot be installed
     import faiss
@@ -102,9 +105,12 @@ def greedy_coreset(
     target = max(1, round(fraction * n))
     if target >= n:
         return torch.arange(n, device=features.device)
-    points = features.float()
-    if projection_dim is not None and projection_dim < points.shape[1]:
-        points = points @ random_projection(points.shape[1], projection_dim, seed, points.device)
+    if projection_dim is not None and projection_dim < features.shape[1]:
+        # block by block: candidates kept in float16 are never copied whole to float32
+        projection = random_projection(features.shape[1], projection_dim, seed, features.device)
+        points = torch.cat([block.float() @ projection for block in features.split(65536)])
+    else:
+        points = features.float()
     points = points.contiguous()
     point_sq = points.pow(2).sum(1)
     generator = torch.Generator().manual_seed(seed)
@@ -145,9 +151,47 @@ def resolve_backend(backend: SearchBackend, device: torch.device) -> str:
         if device.type != "cpu":
             return "torch"
         return "faiss" if faiss is not None else "sklearn"
-    if backend == "faiss" and faiss is None:
-        raise ConfigError("search: faiss needs the faiss-cpu package: pip install faiss-cpu")
+    if backend in ("faiss", "faiss_ivf") and faiss is None:
+        raise ConfigError(f"search: {backend} needs the faiss-cpu package: pip install faiss-cpu")
     return backend
+
+
+def ivf_lists_for(bank_size: int) -> int:
+    """Default IVF cell count: 4 sqrt(M) (faiss' guideline), with >= 39 bank rows per cell to train k-means."""
+    return max(1, min(bank_size // 39, round(4 * math.sqrt(bank_size))))
+
+
+def ivf_index(bank: Tensor, lists: int | None = None, seed: int = 0):
+    """An approximate index of the bank: faiss IVF-Flat (k-means cells, exact distances inside probed cells).
+
+    ``lists`` cells (default :func:`ivf_lists_for`); a search probes ``nprobe`` of them, so
+    it compares a query with about ``nprobe / lists`` of the bank. Seeded k-means.
+    """
+    if faiss is None:
+        raise ConfigError("search: faiss_ivf needs the faiss-cpu package: pip install faiss-cpu")
+    data = np.ascontiguousarray(bank.detach().float().cpu().numpy())
+    lists = ivf_lists_for(data.shape[0]) if lists is None else lists
+    if not 1 <= lists <= data.shape[0]:
+        raise ConfigError(f"ivf_lists must be in [1, {data.shape[0]}] (the bank size), got {lists!r}")
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(data.shape[1]), data.shape[1], lists)
+    index.cp.seed = seed
+    index.train(data)
+    index.add(data)
+    return index
+
+
+def search_recall(approximate: Tensor, exact: Tensor, tolerance: float = 1e-3) -> float:
+    """Share of queries whose approximate nearest distance is the exact one (recall@1 by distance).
+
+    Equal within ``tolerance`` x max(1, distance): faiss' exact search expands |q - b|^2 into
+    |q|^2 + |b|^2 - 2 q.b, its IVF search does not, and in float32 the two differ by ~1e-4 on
+    near-zero distances of features of norm ~10 (by bank-row index, duplicate rows would count
+    as misses).
+    """
+    if approximate.shape != exact.shape:
+        raise ValueError(f"shapes differ: {tuple(approximate.shape)} vs {tuple(exact.shape)}")
+    found = (approximate[:, 0] - exact[:, 0]).abs() <= tolerance * exact[:, 0].abs().clamp_min(1.0)
+    return float(found.float().mean()) if found.numel() else math.nan
 
 
 @torch.no_grad()
@@ -157,6 +201,8 @@ def nearest_distances(
     k: int = 1,
     backend: SearchBackend = "auto",
     batch_size: int = 16384,
+    index=None,
+    probes: int = 8,
 ) -> Tensor:
     """Euclidean distances (Q x k, ascending) from each query row to its k nearest bank rows.
 
@@ -166,6 +212,8 @@ def nearest_distances(
         backend: ``faiss``, ``sklearn`` (both CPU), ``torch`` (any device) or ``auto``
             (faiss on the CPU when installed, else scikit-learn; torch on accelerators).
         batch_size: queries per block; bounds the memory of the search.
+        index, probes: for ``faiss_ivf``, the :func:`ivf_index` of ``bank`` (built here when
+            ``None``; pass it to reuse it) and how many of its cells a query visits.
     """
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= bank.shape[0]:
         raise ConfigError(f"k must be an int in [1, {bank.shape[0]}] (the bank size), got {k!r}")
@@ -187,6 +235,9 @@ def nearest_distances(
         d2 = torch.cat(parts) if parts else queries.new_zeros(0, k)
         return d2.clamp_min_(0.0).sqrt_()
     device = queries.device
+    if resolved == "faiss_ivf":
+        index = ivf_index(bank) if index is None else index
+        index.nprobe = probes
     bank_np = np.ascontiguousarray(bank.detach().cpu().numpy())
     parts = []
     if resolved == "sklearn":
@@ -197,6 +248,11 @@ def nearest_distances(
         block = np.ascontiguousarray(queries[start:start + batch_size].detach().cpu().numpy())
         if resolved == "faiss":
             d2, _ = faiss.knn(block, bank_np, k)
+            parts.append(np.sqrt(np.maximum(d2, 0.0)))
+        elif resolved == "faiss_ivf":
+            d2, _ = index.search(block, k)
+            # a query whose probed cells hold fewer than k rows gets faiss' largest float for
+            # the missing ones: far, never near
             parts.append(np.sqrt(np.maximum(d2, 0.0)))
         else:
             distances, _ = search.kneighbors(block)
