@@ -238,3 +238,23 @@ def test_wilcoxon_on_a_known_case():
     (row,) = wilcoxon_rows(TABLES["andrews3"], results)
     assert row["statistic"] == 0 and row["better"] == 21
     assert math.isclose(row["p_value"], 2 / 2 ** 21, rel_tol=1e-9)
+
+
+def test_submitted_slurm_runs_are_found_later_by_from_runs(tmp_path, mvtec_two):
+    """Without --wait a SLURM table only submits; its sweep.csv lets --from-runs find the runs."""
+    from argparse import Namespace
+
+    from adlight.benchmark.command import _write_submitted, build_sweep
+
+    ns = Namespace(root=str(mvtec_two), only="mvtec_padim", seeds=None, trials=None, set=[],
+                   budget="paper", configs=str(REPO / "configs"), output=str(tmp_path),
+                   cluster="slurm", slurm=[])
+    sweep, _ = build_sweep(TABLES["mvtec"], ns)
+    runs = sweep.runs(on_slurm=True)
+    _write_submitted(sweep, [{"run": r.name, "status": "submitted", "job_id": str(i)}
+                             for i, r in enumerate(runs)])
+    fake_run(tmp_path, runs[0].name, {"image_AUROC": 0.75})  # bottle finished, screw not yet
+    text = benchmark(["mvtec", "--from-runs", str(tmp_path)], runner=no_runner).read_text()
+    padim = next(line for line in text.split("## image AUROC")[1].splitlines()
+                 if line.startswith("| mvtec_padim"))
+    assert "| 0.750 (n=1) | not recorded | no metrics.json yet (status submitted) |" in padim

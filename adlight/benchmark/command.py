@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import shlex
@@ -29,7 +30,15 @@ from adlight.benchmark.report import (
 )
 from adlight.benchmark.tables import CONFIGS, TABLES, Table, get_table, table_configs
 from adlight.errors import AdlightError, ConfigError, DataError
-from adlight.sweep import CLUSTERS, Runner, Sweep, _parse_pairs, latest_report, run_sweep
+from adlight.sweep import (
+    CLUSTERS,
+    Runner,
+    Sweep,
+    _parse_pairs,
+    latest_report,
+    run_sweep,
+    write_summary,
+)
 
 BUDGETS = ("paper", "quick")
 
@@ -58,6 +67,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="where the runs go (adlight sweep's executors; default local)")
     parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                         help="a SLURM option, as adlight sweep takes it (repeatable)")
+    parser.add_argument("--wait", action="store_true", help="SLURM: wait for the runs and write the table")
     parser.add_argument("--dry-run", action="store_true", help="print the runs, run nothing")
     parser.add_argument("--from-runs", metavar="DIR",
                         help="build the table from the sweep folder DIR (its sweep*.csv), run nothing")
@@ -95,22 +105,34 @@ def build_sweep(table: Table, ns: argparse.Namespace) -> tuple[Sweep, dict[str, 
     return sweep, chosen
 
 
-def _results(table: Table, rows: list[dict[str, Any]]) -> list[RunResult]:
-    """One :class:`RunResult` per summary row of a sweep (``run_sweep`` or ``sweep.csv``)."""
+def _results(table: Table, rows: list[dict[str, Any]], folder: Path | None = None) -> list[RunResult]:
+    """One :class:`RunResult` per summary row of a sweep (``run_sweep`` or ``sweep.csv`` of ``folder``)."""
     results = []
     for row in rows:
         point = {k[len("grid."):]: yaml.safe_load(str(v)) for k, v in row.items()
                  if k.startswith("grid.") and v not in ("", None)}
         repeat = (point.pop(table.repeat_key, "default"), point.pop("seed_everything", None)) \
             if table.repeat_key != "seed_everything" else point.pop("seed_everything", "default")
-        report = None
+        found = None
         if row.get("status") in ("done", "reused") and row.get("run_dir"):
-            path = Path(row["run_dir"]) / "metrics.json"
-            found = latest_report(path.parent) if path.parent.is_dir() else None
-            report = found[1] if found else None
-        results.append(RunResult(Path(row["config"]).stem, point, repeat, report,
-                                 str(row.get("error") or "")))
+            found = latest_report(Path(row["run_dir"]))
+        elif row.get("status") == "submitted" and folder is not None:  # a SLURM run since done?
+            found = latest_report(folder / row["run"])
+        error = str(row.get("error") or "") or \
+            ("" if found else f"no metrics.json yet (status {row.get('status')})")
+        results.append(RunResult(Path(row["config"]).stem, point, repeat,
+                                 found[1] if found else None, error))
     return results
+
+
+def _write_submitted(sweep: Sweep, rows: list[dict[str, Any]]) -> None:
+    """A ``sweep.csv`` of the submitted SLURM runs, so that ``--from-runs`` finds them later."""
+    planned = {run.name: run for run in sweep.runs(on_slurm=True)}
+    for row in rows:
+        run = planned.get(row["run"])
+        if run is not None and row["status"] == "submitted":
+            row.update(config=run.config, **{f"grid.{k}": json.dumps(v) for k, v in run.overrides.items()})
+    write_summary(Path(sweep.output) / "sweep.csv", rows)
 
 
 def read_sweep_folder(folder: Path, configs: list[str]) -> list[dict[str, Any]]:
@@ -159,21 +181,23 @@ def _main(argv: list[str], runner: Runner) -> Path | None:
         configs = [str(c) for c in table_configs(table, Path(ns.configs),
                                                  ns.only.split(",") if ns.only else [])]
         rows, chosen, ran = read_sweep_folder(folder, configs), {}, f"none (read from {folder})"
+        results = _results(table, rows, folder)
     else:
         sweep, chosen = build_sweep(table, ns)
         if ns.dry_run:
             print(f"overrides of every run: {sweep.set}")
             run_sweep(sweep, dry_run=True, reuse=True)
             return None
-        rows = run_sweep(sweep, runner, reuse=True)
+        rows = run_sweep(sweep, runner, wait=ns.wait, reuse=True)
         if any(row["status"] == "submitted" for row in rows):
+            _write_submitted(sweep, rows)
             print(f"submitted; when the jobs are done: adlight benchmark {table.name} "
                   f"--from-runs {sweep.output}")
             return None
         fresh = sum(row["status"] != "reused" for row in rows)
         ran = (f"{time.perf_counter() - started:.0f} s for {fresh} runs "
                f"({len(rows) - fresh} reused from earlier)")
-    results = _results(table, rows)
+        results = _results(table, rows)
     header = [f"command: adlight benchmark {shlex.join(argv)}",
               f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
               f"machine: {machine()}",

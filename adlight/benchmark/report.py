@@ -57,6 +57,8 @@ def problem_of(error: str) -> str:
     """What a failed run's cell says: weights that need the internet are named as such."""
     if "pretrained weights" in error:
         return "needs weights"
+    if error.startswith("no metrics.json yet"):  # submitted, not (yet) finished
+        return error
     return f"failed: {error}" if error else "failed"
 
 
