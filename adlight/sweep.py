@@ -171,6 +171,10 @@ except ImportError:  # pragma: no cover - inprocess sweeps need no submitit
     _JobBase = object
 
 
+class RunFailed(RuntimeError):
+    """A run stopped by bad input; the message is the one line that names the problem."""
+
+
 class SweepJob(_JobBase):
     """Runs one ``adlight`` invocation through ``runner`` and returns its run directory and report.
 
@@ -191,6 +195,15 @@ class SweepJob(_JobBase):
         except SystemExit as exit_:  # the argument parser's errors (printed to stderr) exit 2
             if exit_.code not in (0, None):
                 raise RuntimeError(f"adlight {' '.join(args)} exited with status {exit_.code}") from None
+        except Exception as error:
+            from adlight.cli_errors import adlight_cause, one_line
+
+            # bad input reaches here wrapped by the argument parser; its own line names the
+            # problem, and a traceback sent back by submitit then ends with that line
+            cause = adlight_cause(error)
+            if cause is None:
+                raise
+            raise RunFailed(one_line(cause)) from None
         found = latest_report(Path(root))
         if found:  # written last: its presence says the run finished with these arguments
             (Path(root) / ARGS_FILE).write_text(json.dumps(list(args)) + "\n")
@@ -294,11 +307,11 @@ def _row(run: SweepRun, result, job=None, status: str = "done") -> dict[str, Any
     try:
         outcome = result()
     except Exception as error:  # a failed run is a row of the summary, not the end of the sweep
-        from adlight.cli_errors import adlight_cause, one_line
-
-        # bad input reaches here wrapped by the argument parser: its own line names the problem
-        cause = adlight_cause(error)
-        message = [one_line(cause)] if cause else str(error).strip().splitlines()
+        message = str(error).strip().splitlines()
+        # submitit hands back the job's traceback as text, the log paths on its last lines
+        marked = [line.split(f"{RunFailed.__name__}: ", 1)[1] for line in message
+                  if f"{RunFailed.__name__}: " in line]
+        message = marked or message
         row.update(status="failed", error=message[-1] if message else type(error).__name__)
         if job is not None:
             row["log"] = str(job.paths.stderr)

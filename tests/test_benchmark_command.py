@@ -258,3 +258,28 @@ def test_submitted_slurm_runs_are_found_later_by_from_runs(tmp_path, mvtec_two):
     padim = next(line for line in text.split("## image AUROC")[1].splitlines()
                  if line.startswith("| mvtec_padim"))
     assert "| 0.750 (n=1) | not recorded | no metrics.json yet (status submitted) |" in padim
+
+
+def test_a_failed_run_keeps_its_one_line_error_in_process_and_through_submitit(tmp_path):
+    """The argument parser wraps bad input; submitit sends back a traceback ending in log paths."""
+    from adlight.errors import ConfigError
+    from adlight.sweep import RunFailed, Sweep, SweepJob, _row
+
+    def wrapped(args):
+        try:
+            raise ConfigError("could not get timm's pretrained weights for 'vgg16'")
+        except ConfigError as error:
+            raise ValueError("Does not validate against any of the Union subtypes\nGiven value: ...") from error
+
+    with pytest.raises(RunFailed, match="^could not get timm's pretrained weights for 'vgg16'$"):
+        SweepJob(wrapped)(["fit"], str(tmp_path))
+    (run,) = Sweep(configs=[str(REPO / "configs" / "andrews" / "mnist_task1_gs.yaml")],
+                   output=str(tmp_path)).runs(on_slurm=False)
+    traceback = ("Traceback (most recent call last):\n  ...\nadlight.sweep.RunFailed: could not get "
+                 "timm's pretrained weights for 'vgg16'\n\n-----\nor at paths:\n  - /x/1_0_log.err")
+
+    def submitit_result():
+        raise RuntimeError(traceback)
+
+    row = _row(run, submitit_result)
+    assert row["status"] == "failed" and row["error"] == "could not get timm's pretrained weights for 'vgg16'"
