@@ -260,6 +260,7 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
     if cluster == "auto":
         cluster = "slurm" if _slurm_available() else "local"
     runs = sweep.runs(on_slurm=cluster == "slurm")
+    order = {run.name: index for index, run in enumerate(runs)}  # rows in the sweep's order
     reused: list[dict[str, Any]] = []
     if reuse:
         finished = {run.name: finished_report(run) for run in runs}
@@ -273,7 +274,8 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
             print(f"{row['run']}: reused ({row['run_dir']})")
         for run in runs:
             print(f"{run.name}: adlight {' '.join(run.args)}")
-        return reused + [{"run": r.name, "status": "planned", "args": " ".join(r.args)} for r in runs]
+        planned = [{"run": r.name, "status": "planned", "args": " ".join(r.args)} for r in runs]
+        return sorted(reused + planned, key=lambda row: order[row["run"]])
     if runner is None:
         raise ConfigError("run_sweep needs a runner (adlight.cli.run) unless dry_run")
 
@@ -288,13 +290,16 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
         for run, job in zip(runs, jobs, strict=True):
             print(f"submitted {run.name} as SLURM job {job.job_id}")
         if not wait:
-            return reused + [{"run": r.name, "status": "submitted", "job_id": j.job_id} for r, j in zip(runs, jobs, strict=True)]
-        rows = [_row(run, job.result, job) for run, job in zip(runs, jobs, strict=True)]
+            submitted = [{"run": r.name, "status": "submitted", "job_id": j.job_id}
+                         for r, j in zip(runs, jobs, strict=True)]
+            return sorted(reused + submitted, key=lambda row: order[row["run"]])
+        rows += [_row(run, job.result, job) for run, job in zip(runs, jobs, strict=True)]
     else:
         executor = _executor(sweep, cluster)
         for run in runs:  # one after another: submit the next when the last is done
             job = executor.submit(SweepJob(runner), run.args, str(run.root))
             rows.append(_row(run, job.result, job))
+    rows.sort(key=lambda row: order[row["run"]])
     write_summary(Path(sweep.output) / "sweep.csv", rows)
     return rows
 

@@ -283,3 +283,18 @@ def test_a_failed_run_keeps_its_one_line_error_in_process_and_through_submitit(t
 
     row = _row(run, submitit_result)
     assert row["status"] == "failed" and row["error"] == "could not get timm's pretrained weights for 'vgg16'"
+
+
+def test_reused_runs_keep_their_place_in_the_sweep(tmp_path):
+    """A finished run (same arguments, a metrics.json) is reused; rows stay in the table's order."""
+    from adlight.sweep import ARGS_FILE, Sweep, run_sweep
+
+    configs = [str(REPO / "configs" / "andrews" / f"mnist_task{t}_gs.yaml") for t in (1, 2)]
+    sweep = Sweep(configs=configs, output=str(tmp_path), cluster="inprocess")
+    first, second = sweep.runs(on_slurm=False)
+    fake_run(tmp_path, second.name, {"image_AUROC": 0.5})
+    (second.root / ARGS_FILE).write_text(json.dumps(second.args))
+    rows = run_sweep(sweep, dry_run=True, reuse=True)
+    assert [(r["run"], r["status"]) for r in rows] == [(first.name, "planned"), (second.name, "reused")]
+    (second.root / ARGS_FILE).write_text(json.dumps(second.args + ["--seed_everything=1"]))
+    assert [r["status"] for r in run_sweep(sweep, dry_run=True, reuse=True)] == ["planned", "planned"]
