@@ -13,7 +13,8 @@ for long and distributed runs:
 - Weights & Biases beside TensorBoard: ``--config configs/logger/wandb.yaml`` or
   ``--wandb.enabled true`` (see :mod:`adlight.tracking`);
 - ``adlight sweep ...`` runs a grid of configs on SLURM or locally (:mod:`adlight.sweep`);
-- ``adlight compare RUN_DIR RUN_DIR ...`` writes one page of test runs side by side.
+- ``adlight compare RUN_DIR RUN_DIR ...`` writes one page of test runs side by side;
+- ``adlight benchmark TABLE --root DATA`` regenerates a paper's table (:mod:`adlight.benchmark`).
 
 A config file may extend another (``base: _base.yaml``, :mod:`adlight.config_files`), and the
 datamodule's ``image_size`` drives the network's (see :data:`LINKED_SIZES`). ``adlight export``
@@ -297,6 +298,11 @@ def main(args: list[str] | None = None) -> None:
         from adlight.sweep import main as sweep_main
 
         sweep_main(argv[1:], runner=run)
+        return
+    if argv[:1] == ["benchmark"]:  # a paper's table as a sweep (adlight/benchmark/)
+        from adlight.benchmark.command import main as benchmark_main
+
+        benchmark_main(argv[1:], runner=run)
         return
     if argv[:1] == ["compare"]:  # a page of test runs side by side (adlight/report_page/compare.py)
         from adlight.report_page.compare import main as compare_main

@@ -27,7 +27,9 @@ LocalExecutor, one after another (two at once would share the cores), with the s
 (``<output>/submitit``); ``inprocess`` calls them in this process, without submitit.
 
 When the runs are done (``local``/``inprocess``, or ``--wait`` on SLURM), ``<output>/sweep.csv``
-holds one row per run: its status, run directory and test metrics.
+holds one row per run: its status, run directory and test metrics. A finished run leaves its
+argument list in ``<run>/sweep_args.json``; with ``--reuse`` a run whose file matches and whose
+``metrics.json`` exists is not run again (its row says ``reused``), so a sweep can be resumed.
 
 The runs are made by a ``runner`` the CLI hands in (:func:`adlight.cli.run`); this module does
 not import the CLI. Over 300 lines because the spec, its three executors and the summary are
@@ -53,6 +55,8 @@ from adlight.errors import ConfigError
 
 # one ``adlight`` command (its argument list) run in this process: adlight.cli.run
 Runner = Callable[[list[str]], None]
+# what a finished run leaves in its root: the argument list it ran with (for --reuse)
+ARGS_FILE = "sweep_args.json"
 
 CLUSTERS = ("auto", "slurm", "local", "inprocess")
 SUMMARY_METRICS = ("image_AUROC", "pixel_AUROC", "image_F1", "pixel_F1", "n_images")
@@ -167,6 +171,10 @@ except ImportError:  # pragma: no cover - inprocess sweeps need no submitit
     _JobBase = object
 
 
+class RunFailed(RuntimeError):
+    """A run stopped by bad input; the message is the one line that names the problem."""
+
+
 class SweepJob(_JobBase):
     """Runs one ``adlight`` invocation through ``runner`` and returns its run directory and report.
 
@@ -187,7 +195,18 @@ class SweepJob(_JobBase):
         except SystemExit as exit_:  # the argument parser's errors (printed to stderr) exit 2
             if exit_.code not in (0, None):
                 raise RuntimeError(f"adlight {' '.join(args)} exited with status {exit_.code}") from None
+        except Exception as error:
+            from adlight.cli_errors import adlight_cause, one_line
+
+            # bad input reaches here wrapped by the argument parser; its own line names the
+            # problem, and a traceback sent back by submitit then ends with that line
+            cause = adlight_cause(error)
+            if cause is None:
+                raise
+            raise RunFailed(one_line(cause)) from None
         found = latest_report(Path(root))
+        if found:  # written last: its presence says the run finished with these arguments
+            (Path(root) / ARGS_FILE).write_text(json.dumps(list(args)) + "\n")
         return {"run_dir": str(found[0].parent) if found else "", "report": found[1] if found else {}}
 
     def checkpoint(self, args: list[str], root: str):  # pragma: no cover - SLURM only
@@ -220,21 +239,47 @@ def _executor(sweep: Sweep, cluster: str):
     return executor
 
 
+def finished_report(run: SweepRun) -> tuple[Path, dict] | None:
+    """The report of an earlier run with the same arguments in the same folder, if it finished."""
+    args_file = run.root / ARGS_FILE
+    try:
+        if json.loads(args_file.read_text()) != run.args:
+            return None
+    except (OSError, ValueError):
+        return None
+    return latest_report(run.root)
+
+
 def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
-              wait: bool = False) -> list[dict[str, Any]]:
-    """Run (or print, ``dry_run``) every run of ``sweep`` with ``runner``; one summary row per run."""
+              wait: bool = False, reuse: bool = False) -> list[dict[str, Any]]:
+    """Run (or print, ``dry_run``) every run of ``sweep`` with ``runner``; one summary row per run.
+
+    ``reuse``: a run that already finished with the same arguments is not run again.
+    """
     cluster = sweep.cluster
     if cluster == "auto":
         cluster = "slurm" if _slurm_available() else "local"
     runs = sweep.runs(on_slurm=cluster == "slurm")
+    order = {run.name: index for index, run in enumerate(runs)}  # rows in the sweep's order
+    reused: list[dict[str, Any]] = []
+    if reuse:
+        finished = {run.name: finished_report(run) for run in runs}
+        for run in runs:
+            if finished[run.name]:
+                reused.append(_row(run, lambda found=finished[run.name]: {
+                    "run_dir": str(found[0].parent), "report": found[1]}, status="reused"))
+        runs = [run for run in runs if not finished[run.name]]
     if dry_run:
+        for row in reused:
+            print(f"{row['run']}: reused ({row['run_dir']})")
         for run in runs:
             print(f"{run.name}: adlight {' '.join(run.args)}")
-        return [{"run": r.name, "status": "planned", "args": " ".join(r.args)} for r in runs]
+        planned = [{"run": r.name, "status": "planned", "args": " ".join(r.args)} for r in runs]
+        return sorted(reused + planned, key=lambda row: order[row["run"]])
     if runner is None:
         raise ConfigError("run_sweep needs a runner (adlight.cli.run) unless dry_run")
 
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = reused
     if cluster == "inprocess":
         for run in runs:
             rows.append(_row(run, lambda run=run: SweepJob(runner)(run.args, str(run.root))))
@@ -245,18 +290,21 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
         for run, job in zip(runs, jobs, strict=True):
             print(f"submitted {run.name} as SLURM job {job.job_id}")
         if not wait:
-            return [{"run": r.name, "status": "submitted", "job_id": j.job_id} for r, j in zip(runs, jobs, strict=True)]
-        rows = [_row(run, job.result, job) for run, job in zip(runs, jobs, strict=True)]
+            submitted = [{"run": r.name, "status": "submitted", "job_id": j.job_id}
+                         for r, j in zip(runs, jobs, strict=True)]
+            return sorted(reused + submitted, key=lambda row: order[row["run"]])
+        rows += [_row(run, job.result, job) for run, job in zip(runs, jobs, strict=True)]
     else:
         executor = _executor(sweep, cluster)
         for run in runs:  # one after another: submit the next when the last is done
             job = executor.submit(SweepJob(runner), run.args, str(run.root))
             rows.append(_row(run, job.result, job))
+    rows.sort(key=lambda row: order[row["run"]])
     write_summary(Path(sweep.output) / "sweep.csv", rows)
     return rows
 
 
-def _row(run: SweepRun, result, job=None) -> dict[str, Any]:
+def _row(run: SweepRun, result, job=None, status: str = "done") -> dict[str, Any]:
     row: dict[str, Any] = {"run": run.name, "config": run.config,
                            **{f"grid.{k}": _text(v) for k, v in run.overrides.items()}}
     if job is not None:
@@ -265,16 +313,20 @@ def _row(run: SweepRun, result, job=None) -> dict[str, Any]:
         outcome = result()
     except Exception as error:  # a failed run is a row of the summary, not the end of the sweep
         message = str(error).strip().splitlines()
+        # submitit hands back the job's traceback as text, the log paths on its last lines
+        marked = [line.split(f"{RunFailed.__name__}: ", 1)[1] for line in message
+                  if f"{RunFailed.__name__}: " in line]
+        message = marked or message
         row.update(status="failed", error=message[-1] if message else type(error).__name__)
         if job is not None:
             row["log"] = str(job.paths.stderr)
         print(f"{run.name}: failed: {row['error']}", file=sys.stderr)
         return row
-    row.update(status="done", run_dir=outcome["run_dir"])
+    row.update(status=status, run_dir=outcome["run_dir"])
     for key in SUMMARY_METRICS:
         if key in outcome["report"]:
             row[key] = outcome["report"][key]
-    print(f"{run.name}: done, " + ", ".join(f"{k} {row[k]:.4g}" for k in SUMMARY_METRICS
+    print(f"{run.name}: {status}, " + ", ".join(f"{k} {row[k]:.4g}" for k in SUMMARY_METRICS
                                             if isinstance(row.get(k), float)))
     return row
 
@@ -329,6 +381,8 @@ def parse_args(argv: list[str]) -> tuple[Sweep, argparse.Namespace]:
     parser.add_argument("--subcommand", choices=("fit", "validate", "test", "predict"))
     parser.add_argument("--dry-run", action="store_true", help="print the runs, run nothing")
     parser.add_argument("--wait", action="store_true", help="SLURM: wait and write sweep.csv")
+    parser.add_argument("--reuse", action="store_true",
+                        help="skip runs that already finished with the same arguments")
     ns = parser.parse_args(argv)
 
     spec: dict[str, Any] = {}
@@ -354,7 +408,7 @@ def main(argv: list[str], runner: Runner) -> list[dict[str, Any]]:
     """``adlight sweep ARGV``; ``runner`` runs one adlight command (``adlight.cli`` hands it in)."""
     try:
         sweep, ns = parse_args(list(argv))
-        return run_sweep(sweep, runner, dry_run=ns.dry_run, wait=ns.wait)
+        return run_sweep(sweep, runner, dry_run=ns.dry_run, wait=ns.wait, reuse=ns.reuse)
     except ConfigError as error:
         print(f"adlight sweep: error: {error}", file=sys.stderr)
         sys.exit(2)

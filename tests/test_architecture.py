@@ -41,7 +41,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # the results page is built from files and plain data
     "report_page": ("nets", "data", "models", "callbacks", "cli", "sweep", "strategies"),
     # the sweep launches `adlight` runs; the CLI may offer the sweep, not the other way round
-    "sweep": ("cli",),
+    "sweep": ("cli", "benchmark"),
+    # a paper's table: a sweep plus the runs' metrics.json files; handed the runner, never the CLI
+    "benchmark": ("nets", "data", "models", "callbacks", "metrics", "cli", "report_page", "export",
+                  "inference"),
     # export: a fitted model as a plain-torch graph; handed the CLI class, never imports it
     "export": ("data", "callbacks", "cli", "sweep", "tracking", "report_page", "inference"),
     # running an exported folder: numpy, PIL and a runtime, no torch-side layer at all
