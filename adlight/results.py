@@ -24,6 +24,8 @@ class TestResults:
             (``"validation split, F1-optimal"``, ``"fixed"``, ``"none"`` when none was asked
             for, or ``"none: <why>"`` when none could be chosen for these weights).
         class_names: the datamodule's class names (``class_id`` -> name).
+        pro_curve: the PRO curve whose area is ``pixel_AUPRO``, as at most 400 ``[fpr, pro]``
+            points (``None``: no maps, masks or regions).
     """
 
     __test__ = False  # not a pytest test class, whatever its name
@@ -37,3 +39,4 @@ class TestResults:
     image_threshold_source: str = "none"
     pixel_threshold_source: str = "none"
     class_names: list[str] = field(default_factory=list)
+    pro_curve: list[list[float]] | None = None

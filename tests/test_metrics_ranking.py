@@ -31,7 +31,7 @@ from adlight.metrics import (
     threshold_metrics,
 )
 from adlight.metrics.bootstrap import pixel_auroc_interval
-from adlight.metrics.pro import aupro
+from adlight.metrics.pro import aupro, pro_curve
 from adlight.metrics.ranking import sort_descending
 
 
@@ -181,3 +181,21 @@ def test_the_pixel_interval_from_the_shared_sort_is_the_one_made_alone():
     alone = pixel_auroc_interval(maps, masks, replicates=200, seed=2)
     assert alone == pixel_auroc_interval(maps, masks, replicates=200, seed=2, ranked=ranked)
     assert alone[0] < ranked.auroc() < alone[1]
+
+
+def test_the_ranking_pro_curve_is_the_direct_pro_curve_and_its_area_the_aupro():
+    generator = torch.Generator().manual_seed(3)
+    maps = (torch.rand(4, 20, 20, generator=generator) * 8).round() / 8  # ties
+    masks = torch.zeros(4, 20, 20)
+    masks[0, 2:6, 2:6] = 1
+    masks[1, 10:12, 3:15] = 1
+    masks[1, 15:18, 15:18] = 1
+    ranked = SortedScores(maps, masks)
+    fpr, pro = ranked.pro_curve(masks)
+    direct_fpr, direct_pro = pro_curve(maps, masks)
+    torch.testing.assert_close(fpr, direct_fpr, atol=1e-12, rtol=0)
+    torch.testing.assert_close(pro, direct_pro, atol=1e-12, rtol=0)
+    assert ranked.pro_curve(masks)[0] is fpr  # kept: the report and the page share it
+    assert ranked.aupro(masks, 0.3) == pytest.approx(aupro(maps, masks, 0.3), abs=1e-12)
+    with pytest.raises(ValueError, match="regions"):
+        SortedScores(maps, torch.zeros(4, 20, 20)).pro_curve(torch.zeros(4, 20, 20))

@@ -139,7 +139,7 @@ def write_results_page(trainer: L.Trainer, results: TestResults, directory: Path
         directory, _json_ready(report), outputs.score, outputs.label, outputs.class_id, paths,
         results.class_names,
         image_at=(lambda k: dataset[index[k]]["image"]) if dataset is not None else None,
-        anomaly_maps=outputs.anomaly_map, masks=outputs.mask, confusion=confusion)
+        anomaly_maps=outputs.anomaly_map, masks=outputs.mask, confusion=confusion, pro=results.pro_curve)
 
 
 class TestReport(Callback):

@@ -15,6 +15,7 @@ from adlight.metrics.core import (
     rates_from_counts,
     rescale_unit,
     roc_curve,
+    thin_curve,
     threshold_metrics,
     threshold_outside_scores,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "rates_from_counts",
     "rescale_unit",
     "roc_curve",
+    "thin_curve",
     "threshold_metrics",
     "threshold_outside_scores",
 ]

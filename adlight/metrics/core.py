@@ -183,3 +183,10 @@ def average_precision(scores: Tensor, labels: Tensor) -> float:
     if not has_both_classes(labels):
         return math.nan
     return float(binary_average_precision(rescale_unit(scores.flatten()), labels, validate_args=False))
+
+
+def thin_curve(xs: Tensor, ys: Tensor, points: int = 400) -> list[list[float]]:
+    """At most ``points`` points of a curve, evenly by index, first and last kept (for plots)."""
+    n = xs.numel()
+    keep = torch.unique(torch.linspace(0, n - 1, min(n, points)).round().long())
+    return [[round(float(xs[i]), 6), round(float(ys[i]), 6)] for i in keep]

@@ -121,6 +121,7 @@ class SortedScores:
         self.n_positive = int(self.tps[-1]) if self.tps.size else 0
         self.n_negative = int(positive.size) - self.n_positive
         self._image_of: tuple[int, np.ndarray] | None = None
+        self._pro: tuple[Tensor, tuple[Tensor, Tensor]] | None = None
 
     @property
     def order(self) -> np.ndarray:
@@ -194,28 +195,38 @@ class SortedScores:
         fp = at_or_above - tp
         return rates_from_counts(tp, fp, self.n_negative - fp, self.n_positive - tp)
 
-    def aupro(self, masks: Tensor, fpr_limit: float) -> float:
-        """:func:`pro.aupro` of the maps these scores are (N x H x W, ``masks`` alike).
+    def pro_curve(self, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """(FPR, PRO) at every distinct score, highest first, from (0, 0): :func:`pro.pro_curve`
+        of the maps these scores are (N x H x W, ``masks`` alike); ValueError without regions
+        or normal pixels.
 
-        Only the anomalous pixels add to PRO, and only down to the first threshold past
-        ``fpr_limit`` (the curve beyond is never integrated): PRO at each distinct score is
-        the sum of their weights up to its count of positives, ``tps``.
+        Only the anomalous pixels add to PRO: PRO at each distinct score is the sum of their
+        weights up to its count of positives, ``tps``. Kept for the masks last asked about
+        (the report's AUPRO and the results page's curve are one curve).
         """
-        if not 0.0 < fpr_limit <= 1.0:
-            raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+        if self._pro is not None and self._pro[0] is masks:
+            return self._pro[1]
         regions, n_regions = region_labels(masks)
         regions = regions.reshape(-1)
         if n_regions == 0 or self.n_negative == 0:
-            return math.nan
-        fpr = self.fps / self.n_negative
-        last = min(int(np.searchsorted(fpr, fpr_limit, side="right")), fpr.size - 1)
-        prefix = self.ends[last] + 1
-        region_of = regions[self.order[:prefix][self.positive[:prefix]]]  # in score order
+            raise ValueError("a PRO curve needs anomalous regions and normal pixels")
+        region_of = regions[self.order[self.positive]]  # in score order
         region_weight = 1.0 / (np.bincount(regions, minlength=n_regions + 1) * n_regions)
         pro_after = np.append(0.0, np.cumsum(region_weight[region_of]))  # after k positives
-        curve_x = torch.from_numpy(np.append(0.0, fpr[: last + 1]))
-        curve_y = torch.from_numpy(np.append(0.0, pro_after[self.tps[: last + 1]]))
-        return area_up_to(curve_x, curve_y, fpr_limit) / fpr_limit
+        curve = (torch.from_numpy(np.append(0.0, self.fps / self.n_negative)),
+                 torch.from_numpy(np.append(0.0, pro_after[self.tps])))
+        self._pro = (masks, curve)
+        return curve
+
+    def aupro(self, masks: Tensor, fpr_limit: float) -> float:
+        """:func:`pro.aupro` of the maps these scores are (N x H x W, ``masks`` alike)."""
+        if not 0.0 < fpr_limit <= 1.0:
+            raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+        try:
+            fpr, pro = self.pro_curve(masks)
+        except ValueError:
+            return math.nan
+        return area_up_to(fpr, pro, fpr_limit) / fpr_limit
 
     def rank_levels(self, levels: int) -> np.ndarray:
         """A level per sorted position, 0 for the top ``1 / levels`` of the ranks; ties share one."""

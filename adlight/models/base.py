@@ -9,6 +9,7 @@ predict returns per-image results. Models with a fitted head add
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -27,6 +28,7 @@ from adlight.metrics import (
     parse_threshold,
     per_class_metrics,
     pixel_ranking,
+    thin_curve,
     threshold_outside_scores,
 )
 from adlight.models.threshold_refresh import choose_thresholds_after_fit
@@ -237,6 +239,12 @@ class AnomalyModule(L.LightningModule):
         # Tables 3-4, MVTec defect types)
         per_class = per_class_metrics(outputs, class_names, image_t, pixel_t, ranked=ranked)
         report["per_class"] = per_class
+        pro_curve = None
+        if ranked is not None and ranked.both_classes:
+            # from the ranking while it exists: the results page's curve without another sort
+            with contextlib.suppress(ValueError):  # no defect region: no curve
+                pro_curve = thin_curve(*ranked.pro_curve(outputs.mask))
+        del ranked
         logged = {f"test/{k}": v for k, v in report.items()}
         for name, row in per_class.items():
             logged.update({f"test/per_class/{name}/{k}": v for k, v in row.items()})
@@ -257,6 +265,7 @@ class AnomalyModule(L.LightningModule):
             image_threshold_source=sources["image"],
             pixel_threshold_source=sources["pixel"],
             class_names=class_names,
+            pro_curve=pro_curve,
         )
 
     @property

@@ -18,7 +18,14 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import binary_precision_recall_curve
 
-from adlight.metrics import binary_labels, has_both_classes, pro_curve, rescale_unit, roc_curve
+from adlight.metrics import (
+    binary_labels,
+    has_both_classes,
+    pro_curve,
+    rescale_unit,
+    roc_curve,
+    thin_curve,
+)
 
 #: what the page calls an image without an anomaly class
 NORMAL = "normal"
@@ -77,9 +84,7 @@ def confusion_at(scores: Sequence[float], labels: Sequence[int], threshold: floa
 
 def _thin(xs: Tensor, ys: Tensor) -> list[list[float]]:
     """At most :data:`CURVE_POINTS` points, first and last kept (a step curve stays a step curve)."""
-    n = xs.numel()
-    keep = torch.unique(torch.linspace(0, n - 1, min(n, CURVE_POINTS)).round().long())
-    return [[round(float(xs[i]), 6), round(float(ys[i]), 6)] for i in keep]
+    return thin_curve(xs, ys, CURVE_POINTS)
 
 
 def curves(scores: Tensor, labels: Tensor) -> dict[str, list[list[float]]]:

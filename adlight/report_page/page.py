@@ -62,13 +62,15 @@ def build_run_page(
     anomaly_maps: Tensor | None = None,
     masks: Tensor | None = None,
     confusion: Sequence[dict[str, Any]] | None = None,
+    pro: list[list[float]] | None = None,
 ) -> Path:
     """Write ``report.html``, ``results.json`` and ``report_files/`` into ``directory``.
 
     Plain inputs, one entry per test image in split order: ``report`` is what metrics.json
     holds (thresholds and their sources included); ``image_at(i)`` returns image i as
     ``C x H x W`` in [0, 1]; ``anomaly_maps`` and ``masks`` are ``N x H x W`` where the
-    model localises; ``confusion`` the rows of confusion.csv. Returns the page's path.
+    model localises; ``confusion`` the rows of confusion.csv; ``pro`` the report's PRO curve
+    points (computed from the maps when ``None``). Returns the page's path.
     """
     directory = Path(directory)
     rows = image_rows(scores, labels, class_ids, paths, class_names)
@@ -83,7 +85,8 @@ def build_run_page(
             anomaly_maps[i] if anomaly_maps is not None else None,
             masks[i] if masks is not None else None, colours, pixel_threshold)
         files.append({kind: f"{folder.name}/{name}" for kind, name in written.items()})
-    data = page_data(report, rows, files, pro=pro_points(anomaly_maps, masks), confusion=confusion,
+    pro = pro if pro is not None else pro_points(anomaly_maps, masks)
+    data = page_data(report, rows, files, pro=pro, confusion=confusion,
                      title=f"adlight test report: {report.get('model', '')}".strip(": "))
     free_path(directory / RESULTS_NAME).write_text(json.dumps(data, allow_nan=False) + "\n")
     page = free_path(directory / PAGE_NAME)
