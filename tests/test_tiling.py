@@ -75,7 +75,7 @@ def test_stitching_the_split_tiles_of_an_image_gives_the_image_back():
     layout = TileLayout(size=50, tile=20, overlap=6, stride=1)
     images = torch.rand(3, 2, 50, 50)
     tiles = layout.split(images)
-    assert tiles.shape == (layout.count * 3, 2, 20, 20)
+    assert len(tiles) == layout.count == 16 and all(tile.shape == (3, 2, 20, 20) for tile in tiles)
     assert torch.equal(layout.stitch(tiles), images)
 
 

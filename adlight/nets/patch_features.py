@@ -118,7 +118,9 @@ class PatchFeatures(nn.Module):
         inputs = self.backbone.preprocess(images)
         if self.tiles is None:
             return self.grid_features(inputs)
-        return self.tiles.stitch(self.grid_features(self.tiles.split(inputs)))
+        # one tile position at a time (the batch's tiles together): the backbone's activations
+        # are those of one tile, whatever the image size
+        return self.tiles.stitch([self.grid_features(tile) for tile in self.tiles.split(inputs)])
 
     def grid_features(self, inputs: Tensor) -> Tensor:
         """Preprocessed inputs (an image or a tile) -> their patch features on their own grid."""

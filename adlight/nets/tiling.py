@@ -13,6 +13,7 @@ are fixed slices and concatenations, which torch.onnx traces into a static graph
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -89,17 +90,18 @@ class TileLayout:
         """Tiles per image (rows x columns)."""
         return len(self.starts) ** 2
 
-    def split(self, images: Tensor) -> Tensor:
-        """N x C x size x size -> (tiles * N) x C x tile x tile, tile-major (row, column, image)."""
+    def split(self, images: Tensor) -> list[Tensor]:
+        """N x C x size x size -> the tiles, each N x C x tile x tile, row by row."""
         if tuple(images.shape[-2:]) != (self.size, self.size):
             raise ConfigError(f"tiling expects {self.size} x {self.size} images, got {tuple(images.shape[-2:])}")
         t = self.tile
-        return torch.cat([images[..., r:r + t, c:c + t] for r in self.starts for c in self.starts])
+        return [images[..., r:r + t, c:c + t] for r in self.starts for c in self.starts]
 
-    def stitch(self, tile_grids: Tensor) -> Tensor:
-        """(tiles * N) x D x g x g grids (``split``'s order) -> N x D x G x G of the whole image."""
-        per_tile = tile_grids.reshape(len(self.starts), len(self.starts), -1, *tile_grids.shape[1:])
+    def stitch(self, tile_grids: Sequence[Tensor]) -> Tensor:
+        """The tiles' N x D x g x g grids (``split``'s order) -> N x D x G x G of the whole image."""
+        side = len(self.starts)
         rows = []
         for r, r0, r1 in self.segments:
-            rows.append(torch.cat([per_tile[r, c, :, :, r0:r1, c0:c1] for c, c0, c1 in self.segments], dim=-1))
+            rows.append(torch.cat([tile_grids[r * side + c][..., r0:r1, c0:c1] for c, c0, c1 in self.segments],
+                                  dim=-1))
         return torch.cat(rows, dim=-2)
