@@ -325,6 +325,11 @@ class Backbone(nn.Module):
         the pooled N x D vector the classifier sees and ``logits`` its output. Without a
         head tap the pass stops right after the last tapped module.
         """
+        return self.network_taps(self.preprocess(images), layers)
+
+    def network_taps(self, inputs: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        """:meth:`taps` of inputs already :meth:`preprocess`-ed (normalised, any size): the
+        tiles of :class:`~adlight.nets.patch_features.PatchFeatures` are cut after it."""
         layers = self.check_layers(layers)
         module_layers = [name for name in layers if name not in HEAD_TAPS]
         needs_head = len(module_layers) < len(layers)
@@ -339,14 +344,13 @@ class Backbone(nn.Module):
             return capture
 
         handles = [self.model.get_submodule(n).register_forward_hook(hook(n)) for n in module_layers]
-        x = self.preprocess(images)
         try:
             if needs_head:
-                features = self.model.forward_features(x)
+                features = self.model.forward_features(inputs)
                 captured["pre_logits"] = self.model.forward_head(features, pre_logits=True)
                 captured["logits"] = self.model.forward_head(features)
             else:
-                self.model(x)
+                self.model(inputs)
         except _StopForward:
             pass
         finally:

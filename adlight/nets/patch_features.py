@@ -10,7 +10,11 @@ image. :class:`PatchFeatures`
 - averages each map over a ``neighbourhood x neighbourhood`` window (stride 1), so a
   position also describes its surroundings and small misalignments matter less;
 - resizes every map to the grid of the finest tapped stage (bilinear) and concatenates
-  the channels: ``N x D x h x w``, D the sum of the stages' channels.
+  the channels: ``N x D x h x w``, D the sum of the stages' channels;
+- optionally (``tile_size``) cuts the preprocessed image into overlapping tiles, computes
+  the above per tile and stitches the tiles' grids into the whole image's grid
+  (:mod:`adlight.nets.tiling`): the backbone never sees more than a tile at once, and the
+  heads, maps and thresholds see the same ``N x D x h x w`` as without tiles.
 
 The backbone stays in eval mode with frozen weights whatever the trainer asks: the
 features are those of pretraining.
@@ -26,6 +30,7 @@ from torch import Tensor, nn
 
 from adlight.errors import ConfigError
 from adlight.nets.backbones import HEAD_TAPS, Backbone
+from adlight.nets.tiling import TileLayout
 
 
 class PatchFeatures(nn.Module):
@@ -38,6 +43,12 @@ class PatchFeatures(nn.Module):
         layers: module names of feature maps (``blocks.2``, ``blocks.4``, ...); vector taps
             (``pre_logits``, ``logits``) have no spatial layout and are refused.
         neighbourhood: side of the local averaging window in grid cells (odd; 1 = none).
+        tile_size: ``null`` (the backbone sees the whole ``input_size`` image) or the side in
+            pixels of the overlapping tiles it sees instead; a multiple of the grid's stride,
+            at most ``input_size`` (which must then be a multiple of the stride too).
+        tile_overlap: pixels shared by neighbouring tiles (a multiple of the stride, below
+            ``tile_size``); each grid cell comes from the tile where it is farthest from a
+            border, so cells within ``tile_overlap / 2`` of a tile border are never used.
     """
 
     def __init__(
@@ -45,6 +56,8 @@ class PatchFeatures(nn.Module):
         backbone: Backbone,
         layers: str | Sequence[str] = ("blocks.2", "blocks.4"),
         neighbourhood: int = 3,
+        tile_size: int | None = None,
+        tile_overlap: int = 64,
     ) -> None:
         super().__init__()
         if not isinstance(backbone, Backbone):
@@ -67,6 +80,7 @@ class PatchFeatures(nn.Module):
         # 43 ms (channels-last is also what GPUs' tensor cores prefer)
         self.backbone.to(memory_format=torch.channels_last)
         self.train(False)  # Lightning never calls train() on entering fit; be in eval mode now
+        self.tiles = None if tile_size is None else self._tile_layout(tile_size, tile_overlap)
         # one pass on a blank image tells the channels and the grid, and checks that every
         # layer yields a feature map, at construction instead of in the middle of fitting
         with torch.no_grad():
@@ -74,10 +88,26 @@ class PatchFeatures(nn.Module):
         self.feature_dim = int(probe.shape[1])
         self.grid_size = (int(probe.shape[2]), int(probe.shape[3]))
 
+    def _tile_layout(self, tile_size, tile_overlap) -> TileLayout:
+        for argument, value, least in (("tile_size", tile_size, 1), ("tile_overlap", tile_overlap, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"{argument} must be an int >= {least} (pixels), got {value!r}")
+        if tile_size > self.backbone.input_size:
+            raise ConfigError(f"tile_size={tile_size} is larger than the backbone's "
+                              f"input_size={self.backbone.input_size}")
+        # the stride of the finest tapped stage, from one pass over a blank tile
+        with torch.no_grad():
+            cells = self.grid_features(torch.zeros(1, 3, tile_size, tile_size)).shape[-1]
+        if tile_size % cells:
+            raise ConfigError(f"tile_size={tile_size} is not a multiple of the feature grid's stride "
+                              f"(about {round(tile_size / cells)} px: {cells} cells per tile)")
+        return TileLayout(self.backbone.input_size, tile_size, tile_overlap, tile_size // cells)
+
     def identity(self) -> dict[str, str]:
-        """The fields a fitted head depends on (the backbone's, then the layers and window)."""
+        """The fields a fitted head depends on (the backbone's, then the layers, window and tiles)."""
+        tiles = "none" if self.tiles is None else f"{self.tiles.tile} px, overlap {self.tiles.overlap} px"
         return {**self.backbone.identity(), "layers": str(self.layers),
-                "neighbourhood": str(self.neighbourhood)}
+                "neighbourhood": str(self.neighbourhood), "tiles": tiles}
 
     def train(self, mode: bool = True):
         # BatchNorm statistics stay those of pretraining, whatever the trainer asks
@@ -85,7 +115,16 @@ class PatchFeatures(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """[0, 1] images N x C x H x W -> patch features N x D x h x w (float32)."""
-        taps = self.backbone.taps(images, self.layers)
+        inputs = self.backbone.preprocess(images)
+        if self.tiles is None:
+            return self.grid_features(inputs)
+        # one tile position at a time (the batch's tiles together): the backbone's activations
+        # are those of one tile, whatever the image size
+        return self.tiles.stitch([self.grid_features(tile) for tile in self.tiles.split(inputs)])
+
+    def grid_features(self, inputs: Tensor) -> Tensor:
+        """Preprocessed inputs (an image or a tile) -> their patch features on their own grid."""
+        taps = self.backbone.network_taps(inputs, self.layers)
         maps = []
         for name in self.layers:
             feature_map = taps[name]
