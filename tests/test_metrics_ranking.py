@@ -28,6 +28,7 @@ from adlight.metrics import (
     per_class_metrics,
     rates_from_counts,
     rescale_unit,
+    thin_curve,
     threshold_metrics,
 )
 from adlight.metrics.bootstrap import pixel_auroc_interval
@@ -195,7 +196,13 @@ def test_the_ranking_pro_curve_is_the_direct_pro_curve_and_its_area_the_aupro():
     direct_fpr, direct_pro = pro_curve(maps, masks)
     torch.testing.assert_close(fpr, direct_fpr, atol=1e-12, rtol=0)
     torch.testing.assert_close(pro, direct_pro, atol=1e-12, rtol=0)
-    assert ranked.pro_curve(masks)[0] is fpr  # kept: the report and the page share it
+    # the page's points: the whole curve thinned, computed at those points only
+    assert ranked.pro_points(masks, 50) == thin_curve(direct_fpr, direct_pro, 50)
+    assert ranked.pro_points(masks, 10**6) == thin_curve(direct_fpr, direct_pro, 10**6)
+    # up to a limit: the points to the first one past it
+    cut_fpr, cut_pro = ranked.pro_curve(masks, 0.3)
+    assert cut_fpr[-2] <= 0.3 < cut_fpr[-1]
+    torch.testing.assert_close(cut_pro, direct_pro[:cut_fpr.numel()], atol=1e-12, rtol=0)
     assert ranked.aupro(masks, 0.3) == pytest.approx(aupro(maps, masks, 0.3), abs=1e-12)
     with pytest.raises(ValueError, match="regions"):
         SortedScores(maps, torch.zeros(4, 20, 20)).pro_curve(torch.zeros(4, 20, 20))

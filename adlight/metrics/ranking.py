@@ -121,7 +121,7 @@ class SortedScores:
         self.n_positive = int(self.tps[-1]) if self.tps.size else 0
         self.n_negative = int(positive.size) - self.n_positive
         self._image_of: tuple[int, np.ndarray] | None = None
-        self._pro: tuple[Tensor, tuple[Tensor, Tensor]] | None = None
+        self._pro: tuple[Tensor, np.ndarray] | None = None
 
     @property
     def order(self) -> np.ndarray:
@@ -195,14 +195,13 @@ class SortedScores:
         fp = at_or_above - tp
         return rates_from_counts(tp, fp, self.n_negative - fp, self.n_positive - tp)
 
-    def pro_curve(self, masks: Tensor) -> tuple[Tensor, Tensor]:
-        """(FPR, PRO) at every distinct score, highest first, from (0, 0): :func:`pro.pro_curve`
-        of the maps these scores are (N x H x W, ``masks`` alike); ValueError without regions
-        or normal pixels.
+    def _pro_after(self, masks: Tensor) -> np.ndarray:
+        """PRO once the k highest-scored anomalous pixels are in, k = 0 .. n_positive.
 
-        Only the anomalous pixels add to PRO: PRO at each distinct score is the sum of their
-        weights up to its count of positives, ``tps``. Kept for the masks last asked about
-        (the report's AUPRO and the results page's curve are one curve).
+        Only the anomalous pixels add to PRO, each ``1 / (its region's size x regions)``, so
+        PRO at a distinct score is this at its count of positives, ``tps``. Kept for the masks
+        last asked about (the report's AUPRO and the results page's curve are one curve).
+        ValueError without regions or normal pixels.
         """
         if self._pro is not None and self._pro[0] is masks:
             return self._pro[1]
@@ -212,18 +211,36 @@ class SortedScores:
             raise ValueError("a PRO curve needs anomalous regions and normal pixels")
         region_of = regions[self.order[self.positive]]  # in score order
         region_weight = 1.0 / (np.bincount(regions, minlength=n_regions + 1) * n_regions)
-        pro_after = np.append(0.0, np.cumsum(region_weight[region_of]))  # after k positives
-        curve = (torch.from_numpy(np.append(0.0, self.fps / self.n_negative)),
-                 torch.from_numpy(np.append(0.0, pro_after[self.tps])))
-        self._pro = (masks, curve)
-        return curve
+        pro_after = np.append(0.0, np.cumsum(region_weight[region_of]))
+        self._pro = (masks, pro_after)
+        return pro_after
+
+    def pro_curve(self, masks: Tensor, fpr_limit: float = 1.0) -> tuple[Tensor, Tensor]:
+        """(FPR, PRO) at every distinct score, highest first, from (0, 0): :func:`pro.pro_curve`
+        of the maps these scores are (N x H x W, ``masks`` alike), up to the first point past
+        ``fpr_limit`` (the rest is never integrated: at 512 px the whole curve is 2 x 130 MB)."""
+        pro_after = self._pro_after(masks)
+        fpr = self.fps / self.n_negative
+        last = min(int(np.searchsorted(fpr, fpr_limit, side="right")), fpr.size - 1)
+        return (torch.from_numpy(np.append(0.0, fpr[: last + 1])),
+                torch.from_numpy(np.append(0.0, pro_after[self.tps[: last + 1]])))
+
+    def pro_points(self, masks: Tensor, points: int = 400) -> list[list[float]]:
+        """:func:`core.thin_curve` of the whole PRO curve, computed at those points only."""
+        pro_after = self._pro_after(masks)
+        length = self.ends.size + 1  # with the (0, 0) start
+        keep = torch.unique(torch.linspace(0, length - 1, min(length, points)).round().long()).numpy()
+        at = keep[keep > 0] - 1
+        fpr = np.append(0.0, self.fps[at] / self.n_negative) if keep[0] == 0 else self.fps[at] / self.n_negative
+        pro = np.append(0.0, pro_after[self.tps[at]]) if keep[0] == 0 else pro_after[self.tps[at]]
+        return [[round(float(x), 6), round(float(y), 6)] for x, y in zip(fpr, pro, strict=True)]
 
     def aupro(self, masks: Tensor, fpr_limit: float) -> float:
         """:func:`pro.aupro` of the maps these scores are (N x H x W, ``masks`` alike)."""
         if not 0.0 < fpr_limit <= 1.0:
             raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
         try:
-            fpr, pro = self.pro_curve(masks)
+            fpr, pro = self.pro_curve(masks, fpr_limit)
         except ValueError:
             return math.nan
         return area_up_to(fpr, pro, fpr_limit) / fpr_limit

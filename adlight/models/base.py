@@ -28,7 +28,6 @@ from adlight.metrics import (
     parse_threshold,
     per_class_metrics,
     pixel_ranking,
-    thin_curve,
     threshold_outside_scores,
 )
 from adlight.models.threshold_refresh import choose_thresholds_after_fit
@@ -243,7 +242,7 @@ class AnomalyModule(L.LightningModule):
         if ranked is not None and ranked.both_classes:
             # from the ranking while it exists: the results page's curve without another sort
             with contextlib.suppress(ValueError):  # no defect region: no curve
-                pro_curve = thin_curve(*ranked.pro_curve(outputs.mask))
+                pro_curve = ranked.pro_points(outputs.mask)
         del ranked
         logged = {f"test/{k}": v for k, v in report.items()}
         for name, row in per_class.items():
