@@ -54,6 +54,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "image_files": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli",
                     "sweep", "tracking", "strategies", "results", "report_page", "export",
                     "inference", "losses", "checks"),
+    # glibc's mmap threshold: ctypes only, set by the CLI
+    "process_memory": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli",
+                       "sweep", "tracking", "strategies", "results", "report_page", "export",
+                       "inference", "losses", "checks", "image_files", "benchmark"),
     # the files predict writes, shared by the Lightning writer and the exported predict
     "prediction_files": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep",
                          "tracking", "strategies", "results", "report_page", "export", "inference",

@@ -206,3 +206,13 @@ def test_the_ranking_pro_curve_is_the_direct_pro_curve_and_its_area_the_aupro():
     assert ranked.aupro(masks, 0.3) == pytest.approx(aupro(maps, masks, 0.3), abs=1e-12)
     with pytest.raises(ValueError, match="regions"):
         SortedScores(maps, torch.zeros(4, 20, 20)).pro_curve(torch.zeros(4, 20, 20))
+
+
+def test_the_packed_sort_spans_several_blocks_of_positions():
+    rng = np.random.default_rng(0)
+    scores = (rng.random(2_500_000, dtype=np.float32) * 1000).round()  # > 2 blocks of 2**20, ties
+    positive = rng.random(2_500_000) < 0.1
+    order, sorted_scores, sorted_positive = sort_descending(scores, positive)
+    assert np.array_equal(np.sort(order), np.arange(scores.size))  # every position once
+    assert np.array_equal(sorted_scores, scores[order]) and np.array_equal(sorted_positive, positive[order])
+    assert np.all(np.diff(sorted_scores) <= 0)
