@@ -327,9 +327,13 @@ class Backbone(nn.Module):
         """
         return self.network_taps(self.preprocess(images), layers)
 
-    def network_taps(self, inputs: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+    def network_taps(self, inputs: Tensor, layers: Sequence[str],
+                     network: nn.Module | None = None) -> dict[str, Tensor]:
         """:meth:`taps` of inputs already :meth:`preprocess`-ed (normalised, any size): the
-        tiles of :class:`~adlight.nets.patch_features.PatchFeatures` are cut after it."""
+        tiles of :class:`~adlight.nets.patch_features.PatchFeatures` are cut after it.
+        ``network``: a copy of :attr:`model` with the same module names to run instead (the
+        frozen features' copy with BatchNorm folded into the convolutions)."""
+        model = self.model if network is None else network
         layers = self.check_layers(layers)
         module_layers = [name for name in layers if name not in HEAD_TAPS]
         needs_head = len(module_layers) < len(layers)
@@ -343,14 +347,14 @@ class Backbone(nn.Module):
 
             return capture
 
-        handles = [self.model.get_submodule(n).register_forward_hook(hook(n)) for n in module_layers]
+        handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in module_layers]
         try:
             if needs_head:
-                features = self.model.forward_features(inputs)
-                captured["pre_logits"] = self.model.forward_head(features, pre_logits=True)
-                captured["logits"] = self.model.forward_head(features)
+                features = model.forward_features(inputs)
+                captured["pre_logits"] = model.forward_head(features, pre_logits=True)
+                captured["logits"] = model.forward_head(features)
             else:
-                self.model(inputs)
+                model(inputs)
         except _StopForward:
             pass
         finally:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from adlight.errors import ConfigError
 from adlight.nets.backbones import HEAD_TAPS, Backbone
+from adlight.nets.batchnorm_folding import folded_copy
 from adlight.nets.tiling import TileLayout
 
 
@@ -80,6 +81,9 @@ class PatchFeatures(nn.Module):
         # 43 ms (channels-last is also what GPUs' tensor cores prefer)
         self.backbone.to(memory_format=torch.channels_last)
         self.train(False)  # Lightning never calls train() on entering fit; be in eval mode now
+        # the backbone with BatchNorm folded (adlight/nets/batchnorm_folding.py), keyed by the
+        # weights it was made from: a checkpoint loaded later, or a move, makes a new one
+        self._folded: tuple[tuple, nn.Module | None] | None = None
         self.tiles = None if tile_size is None else self._tile_layout(tile_size, tile_overlap)
         # one pass on a blank image tells the channels and the grid, and checks that every
         # layer yields a feature map, at construction instead of in the middle of fitting
@@ -122,9 +126,24 @@ class PatchFeatures(nn.Module):
         # are those of one tile, whatever the image size
         return self.tiles.stitch([self.grid_features(tile) for tile in self.tiles.split(inputs)])
 
+    def _folded_network(self, inputs: Tensor) -> nn.Module | None:
+        """The folded backbone for these weights, or ``None`` (run the original) where folding
+        does not apply: under gradients, in a traced export (its graph keeps the original)."""
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return None
+        parameters = list(self.backbone.model.parameters())
+        # in-place loads (load_state_dict) bump a tensor's version; moves make new tensors
+        key = (inputs.device, tuple((p.data_ptr(), p._version, p.dtype) for p in parameters))
+        if self._folded is None or self._folded[0] != key:
+            probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(inputs.device)
+            network = folded_copy(self.backbone.model,
+                                  lambda net, x: self.backbone.network_taps(x, self.layers, net), probe)
+            self._folded = (key, network)
+        return self._folded[1]
+
     def grid_features(self, inputs: Tensor) -> Tensor:
         """Preprocessed inputs (an image or a tile) -> their patch features on their own grid."""
-        taps = self.backbone.network_taps(inputs, self.layers)
+        taps = self.backbone.network_taps(inputs, self.layers, self._folded_network(inputs))
         maps = []
         for name in self.layers:
             feature_map = taps[name]
