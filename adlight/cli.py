@@ -52,7 +52,6 @@ from adlight.config_files import expand_config_args, load_config
 from adlight.data import AnomalyDataModule
 from adlight.errors import ConfigError
 from adlight.models import AnomalyModule
-from adlight.process_memory import map_large_allocations
 from adlight.tracking import ConfigToLoggers, WandbOptions, finish_wandb_runs, make_wandb_logger
 
 # the datamodule's stored image size is the size the network is built for: one value
@@ -116,7 +115,6 @@ class AdlightCLI(LightningCLI):
         kwargs.setdefault("save_config_callback", ConfigToLoggers)
         # a parser error is one line naming the argument, not the usage of every option
         kwargs.setdefault("parser_class", AdlightParser)
-        map_large_allocations()  # freed batches leave the resident memory (adlight/process_memory.py)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:

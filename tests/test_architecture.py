@@ -54,7 +54,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "image_files": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli",
                     "sweep", "tracking", "strategies", "results", "report_page", "export",
                     "inference", "losses", "checks"),
-    # glibc's mmap threshold: ctypes only, set by the CLI
+    # glibc's malloc_trim: ctypes only, called by the models before large computations
     "process_memory": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli",
                        "sweep", "tracking", "strategies", "results", "report_page", "export",
                        "inference", "losses", "checks", "image_files", "benchmark"),

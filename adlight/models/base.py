@@ -31,6 +31,7 @@ from adlight.metrics import (
     threshold_outside_scores,
 )
 from adlight.models.threshold_refresh import choose_thresholds_after_fit
+from adlight.process_memory import release_freed_memory
 from adlight.results import TestResults
 
 ThresholdArg = float | str | None
@@ -137,6 +138,7 @@ class AnomalyModule(L.LightningModule):
         self.val_collector.reset()
         if self.trainer.sanity_checking:
             return  # two batches are no basis for a threshold
+        release_freed_memory()  # before the thresholds' sort of every validation pixel
         if has_both_classes(outputs.label):
             self.log("val/image_AUROC", auroc(outputs.score, outputs.label), sync_dist=True)
         if outputs.has_pixels:
@@ -220,6 +222,7 @@ class AnomalyModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         outputs = self.test_collector.compute()
         self.test_collector.reset()
+        release_freed_memory()  # the loop's freed batches, before the report's sort of every pixel
         (image_t, image_source), (pixel_t, pixel_source) = map(self.usable_threshold, ("image", "pixel"))
         for level, scores in (("image", outputs.score), ("pixel", outputs.anomaly_map)):
             mode = getattr(self, f"{level}_threshold_mode")

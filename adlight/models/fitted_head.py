@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from adlight.errors import ConfigError
 from adlight.models.base import AnomalyModule, ThresholdArg
 from adlight.models.training_normals import gather_training_features, is_last_epoch
+from adlight.process_memory import release_freed_memory
 
 
 class FittedHeadMixin:
@@ -126,6 +127,7 @@ class FittedHeadMixin:
 
     def _fit_head_on_training_normals(self) -> None:
         self.fit_head(gather_training_features(self.trainer, self))
+        release_freed_memory()  # the training features and the coreset's working set
         self._head_fitted_at_step = self.trainer.global_step
 
     def on_fit_start(self) -> None:
