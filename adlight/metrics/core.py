@@ -89,7 +89,7 @@ def binned_precision_recall_curve(unit: Tensor, labels: Tensor, bins: int) -> tu
     unit, positive = unit.flatten().cpu(), labels.flatten().cpu() == 1
     thresholds = torch.linspace(0, 1, bins, device=unit.device)
     # how many thresholds each score reaches: score >= thresholds[i] exactly for i < reached
-    reached = torch.searchsorted(thresholds.to(unit.dtype), unit, right=True)
+    reached = torch.searchsorted(thresholds.to(unit.dtype), unit, right=True, out_int32=True)
     # positives (negatives) that reach threshold i: those with reached > i
     tps = torch.bincount(reached[positive], minlength=bins + 1).flip(0).cumsum(0).flip(0)[1:]
     fps = torch.bincount(reached[~positive], minlength=bins + 1).flip(0).cumsum(0).flip(0)[1:]
