@@ -216,3 +216,17 @@ def test_the_packed_sort_spans_several_blocks_of_positions():
     assert np.array_equal(np.sort(order), np.arange(scores.size))  # every position once
     assert np.array_equal(sorted_scores, scores[order]) and np.array_equal(sorted_positive, positive[order])
     assert np.all(np.diff(sorted_scores) <= 0)
+
+
+def test_the_curve_sums_run_in_blocks_and_agree_with_torchmetrics_across_them():
+    generator = torch.Generator().manual_seed(0)
+    scores = (torch.rand(3_000_000, generator=generator) * 2_000_000).round()  # ties
+    labels = (torch.rand(3_000_000, generator=generator) < 0.05 + 0.2 * scores / scores.max()).long()
+    ranked = SortedScores(scores, labels)
+    assert ranked.ends.size > 2**20  # more than one block of curve points
+    assert ranked.auroc() == pytest.approx(float(binary_auroc(rescale_unit(scores), labels)), abs=1e-6)
+    assert ranked.average_precision() == pytest.approx(
+        float(binary_average_precision(rescale_unit(scores), labels)), abs=1e-6)
+    tps = torch.from_numpy(ranked.tps).double()
+    assert ranked.f1_best() == pytest.approx(float((2 * tps / (torch.from_numpy(ranked.ends) + 1
+                                                                 + ranked.n_positive)).max()), abs=1e-12)

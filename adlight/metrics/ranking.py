@@ -161,28 +161,44 @@ class SortedScores:
     def both_classes(self) -> bool:
         return self.n_positive > 0 and self.n_negative > 0
 
+    def _blocks(self):
+        """``(start, stop)`` blocks of the curve's points: float64 temporaries of the whole
+        curve in these sums peaked at 0.4 GB at 512 px (16M pixels)."""
+        return ((start, min(start + _BLOCK, self.ends.size)) for start in range(0, self.ends.size, _BLOCK))
+
     def auroc(self) -> float:
         """Area under the ROC, one point per distinct score (ties count half), as torchmetrics."""
         if not self.both_classes:
             return math.nan
-        fps, tps = np.append(0, self.fps), np.append(0, self.tps)
         # twice the trapezoid area: integer terms and partial sums of at most 2 * P * N, exact
         # in float64 whatever order BLAS adds them in while that is below 2**53 (130M pixels)
-        twice_area = np.dot(np.diff(fps).astype(np.float64), (tps[1:] + tps[:-1]).astype(np.float64))
-        return float(twice_area) / (2 * self.n_positive * self.n_negative)
+        twice_area = 0.0
+        for start, stop in self._blocks():
+            before = max(start - 1, 0)  # the point before the block: its first trapezoid
+            fps = self.fps[before:stop].astype(np.float64)
+            tps = self.tps[before:stop].astype(np.float64)
+            if start == 0:
+                fps, tps = np.append(0.0, fps), np.append(0.0, tps)
+            twice_area += float(np.dot(np.diff(fps), tps[1:] + tps[:-1]))
+        return twice_area / (2 * self.n_positive * self.n_negative)
 
     def average_precision(self) -> float:
         """torchmetrics' step-wise AP: precision at each distinct score times the recall it adds."""
         if not self.both_classes:
             return math.nan
-        precision = self.tps / (self.ends + 1)
-        return float(np.dot(np.diff(self.tps, prepend=0), precision) / self.n_positive)
+        total = 0.0
+        for start, stop in self._blocks():
+            tps = self.tps[start:stop]
+            gained = np.diff(tps, prepend=self.tps[start - 1] if start else 0)
+            total += float(np.dot(gained, tps / (self.ends[start:stop] + 1)))
+        return total / self.n_positive
 
     def f1_best(self) -> float:
         """The best F1 over every threshold (exact: one per distinct score)."""
         if not self.both_classes:
             return math.nan
-        return float(np.max(2 * self.tps / (self.ends + 1 + self.n_positive)))
+        return float(max(np.max(2 * self.tps[start:stop] / (self.ends[start:stop] + 1 + self.n_positive))
+                         for start, stop in self._blocks()))
 
     def f1_optimal_threshold(self) -> float:
         """The score t (anomalous when score >= t) of the best F1, as :func:`core.f1_optimal_threshold`.
