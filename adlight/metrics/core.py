@@ -185,8 +185,11 @@ def average_precision(scores: Tensor, labels: Tensor) -> float:
     return float(binary_average_precision(rescale_unit(scores.flatten()), labels, validate_args=False))
 
 
+def thin_indices(n: int, points: int = 400) -> Tensor:
+    """At most ``points`` indices into a curve of ``n`` points, evenly spread, first and last kept."""
+    return torch.unique(torch.linspace(0, n - 1, min(n, points)).round().long())
+
+
 def thin_curve(xs: Tensor, ys: Tensor, points: int = 400) -> list[list[float]]:
-    """At most ``points`` points of a curve, evenly by index, first and last kept (for plots)."""
-    n = xs.numel()
-    keep = torch.unique(torch.linspace(0, n - 1, min(n, points)).round().long())
-    return [[round(float(xs[i]), 6), round(float(ys[i]), 6)] for i in keep]
+    """The curve at :func:`thin_indices` (for plots)."""
+    return [[round(float(xs[i]), 6), round(float(ys[i]), 6)] for i in thin_indices(xs.numel(), points)]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from adlight.errors import ConfigError, DataError
-from adlight.metrics.core import binary_labels, rates_from_counts
+from adlight.metrics.core import binary_labels, rates_from_counts, thin_indices
 from adlight.metrics.pro import area_up_to, region_labels
 
 _SIGN_BIT = np.uint32(0x80000000)
@@ -253,11 +253,11 @@ class SortedScores:
     def pro_points(self, masks: Tensor, points: int = 400) -> list[list[float]]:
         """:func:`core.thin_curve` of the whole PRO curve, computed at those points only."""
         pro_after = self._pro_after(masks)
-        length = self.ends.size + 1  # with the (0, 0) start
-        keep = torch.unique(torch.linspace(0, length - 1, min(length, points)).round().long()).numpy()
-        at = keep[keep > 0] - 1
-        fpr = np.append(0.0, self.fps[at] / self.n_negative) if keep[0] == 0 else self.fps[at] / self.n_negative
-        pro = np.append(0.0, pro_after[self.tps[at]]) if keep[0] == 0 else pro_after[self.tps[at]]
+        # curve point i > 0 is the end of run i - 1; point 0 is the (0, 0) start
+        keep = thin_indices(self.ends.size + 1, points).numpy()
+        run = np.maximum(keep - 1, 0)
+        fpr = np.where(keep > 0, self.fps[run] / self.n_negative, 0.0)
+        pro = np.where(keep > 0, pro_after[self.tps[run]], 0.0)
         return [[round(float(x), 6), round(float(y), 6)] for x, y in zip(fpr, pro, strict=True)]
 
     def aupro(self, masks: Tensor, fpr_limit: float) -> float:

@@ -170,6 +170,8 @@ class PatchCoreModel(PatchModel):
             :class:`PatchModel` and :class:`~adlight.models.base.AnomalyModule`.
     """
 
+    head_feature_dtype = torch.float16  # training candidates: see head_features
+
     def __init__(
         self,
         features: PatchFeatures,
@@ -220,7 +222,6 @@ class PatchCoreModel(PatchModel):
         self.memory_limit_gb = memory_limit_gb
         self.seed = seed
         self._ivf_index = None  # built on the first approximate search of a bank
-        self.head_feature_dtype = torch.float16  # see head_features
         self.register_head(memory_bank=torch.empty(0, features.feature_dim))
 
     # ----- fitting: candidates, memory, coreset -------------------------------------------

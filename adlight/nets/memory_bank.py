@@ -238,7 +238,8 @@ def nearest_distances(
     if resolved == "faiss_ivf":
         index = ivf_index(bank) if index is None else index
         index.nprobe = probes
-    bank_np = np.ascontiguousarray(bank.detach().cpu().numpy())
+    else:  # the exact backends search the bank itself
+        bank_np = np.ascontiguousarray(bank.detach().cpu().numpy())
     parts = []
     if resolved == "sklearn":
         from sklearn.neighbors import NearestNeighbors
