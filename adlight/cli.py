@@ -26,6 +26,7 @@ live beside it (``arguments``, ``checkpoints``, ``run_dirs``, ``cli_errors``).
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -317,6 +318,15 @@ def main(args: list[str] | None = None) -> None:
 
             # the export is handed the CLI that builds the model: it never imports cli.py
             export_main(argv[1:], AdlightCLI) if argv[0] == "export" else exported_predict_main(argv[1:])
+            return
+        if argv[:1] == ["serve"]:  # an exported model over HTTP (adlight/serve)
+            # torch-free from here: LitServe's spawned workers re-import the main module, and
+            # this one has imported the whole training stack
+            os.execv(sys.executable, [sys.executable, "-m", "adlight.serve", *argv[1:]])
+        if argv[:1] == ["demo"]:  # an exported model in a local Gradio page (adlight/demo)
+            from adlight.demo.command import main as demo_main
+
+            demo_main(argv[1:])
             return
         run(args)
     except Exception as error:

@@ -50,6 +50,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # running an exported folder: numpy, PIL and a runtime, no torch-side layer at all
     "inference": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli", "sweep",
                   "tracking", "strategies", "results", "report_page", "export", "losses", "checks"),
+    # serving and the demo page run an exported folder through the Inferencer: no torch side
+    **{layer: ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli", "sweep",
+               "tracking", "strategies", "results", "report_page", "export", "losses", "checks",
+               "benchmark")
+       for layer in ("serve", "demo")},
     # which files are images and how one decodes: numpy and PIL, for data and inference alike
     "image_files": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli",
                     "sweep", "tracking", "strategies", "results", "report_page", "export",
