@@ -39,6 +39,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from adlight import arguments, run_dirs
 from adlight.callbacks import PredictionWriter, TestReport
 from adlight.callbacks.resume import LastCheckpoint, RandomStateCheckpoint, find_last_checkpoint
+from adlight.callbacks.tracking import RunArtifacts, WandbTestTable
 from adlight.checkpoints import (
     SPECIAL_PATHS,
     Checkpoint,
@@ -53,7 +54,16 @@ from adlight.config_files import expand_config_args, load_config
 from adlight.data import AnomalyDataModule
 from adlight.errors import ConfigError
 from adlight.models import AnomalyModule
-from adlight.tracking import ConfigToLoggers, WandbOptions, finish_wandb_runs, make_wandb_logger
+from adlight.tracking import (
+    ConfigToLoggers,
+    MlflowOptions,
+    WandbOptions,
+    finish_wandb_runs,
+    make_mlflow_logger,
+    make_wandb_logger,
+    publish_export,
+    split_tracker_args,
+)
 
 # the datamodule's stored image size is the size the network is built for: one value
 # drives both. Backbones are not linked: they resize any image to their own input_size
@@ -133,6 +143,7 @@ class AdlightCLI(LightningCLI):
         # a group of its own rather than an entry in --trainer.logger: W&B is added beside
         # the run's TensorBoard/CSV logger, so the run directory does not move (see tracking.py)
         parser.add_class_arguments(WandbOptions, "wandb")
+        parser.add_class_arguments(MlflowOptions, "mlflow")  # the same, beside W&B (tracking.py)
         for source, target in LINKED_SIZES:
             # on parse: a model without the target (no network, a backbone) ignores the link
             parser.link_arguments(source, target, apply_on="parse")
@@ -218,6 +229,11 @@ class AdlightCLI(LightningCLI):
             default_root = trainer_config.get("default_root_dir") or trainer.default_root_dir
             wandb_logger = make_wandb_logger(options, trainer.loggers, default_root)
             trainer.loggers = [*trainer.loggers, wandb_logger]
+            trainer.callbacks.append(WandbTestTable(options.table_rows))
+        options = section.get("mlflow")
+        if options is not None and options.enabled:
+            trainer.loggers = [*trainer.loggers, make_mlflow_logger(options)]
+            trainer.callbacks.append(RunArtifacts())
         return trainer
 
     def _resolve_last_checkpoint(self) -> None:
@@ -316,8 +332,14 @@ def main(args: list[str] | None = None) -> None:
             from adlight.export.command import main as export_main
             from adlight.inference.command import main as exported_predict_main
 
-            # the export is handed the CLI that builds the model: it never imports cli.py
-            export_main(argv[1:], AdlightCLI) if argv[0] == "export" else exported_predict_main(argv[1:])
+            if argv[0] == "predict":
+                exported_predict_main(argv[1:])
+                return
+            # the export is handed the CLI that builds the model: it never imports cli.py;
+            # --mlflow.* / --wandb.* publish what it wrote (adlight/tracking.py)
+            export_args, trackers = split_tracker_args(argv[1:])
+            path = export_main(export_args, AdlightCLI)
+            publish_export(path.parent, trackers)
             return
         if argv[:1] == ["serve"]:  # an exported model over HTTP (adlight/serve)
             # torch-free from here: LitServe's spawned workers re-import the main module, and

@@ -1,4 +1,4 @@
-"""Weights & Biases for ``adlight`` runs: the ``--wandb.*`` options and what they switch on.
+"""Weights & Biases and MLflow for ``adlight`` runs: the ``--wandb.*`` / ``--mlflow.*`` options.
 
 W&B is added *beside* the run's own loggers (TensorBoard by default), never instead of them:
 the first logger decides the run directory (``metrics.json``, ``split.csv``, checkpoints),
@@ -10,10 +10,18 @@ What reaches W&B: the whole LightningCLI config (:class:`ConfigToLoggers`), ever
 model logs (``train/*``, ``val/*``, ``test/*``), the report figures and example image panels
 (:func:`adlight.callbacks.report.log_figure`), and with ``log_model`` the checkpoints as a
 ``model`` artifact (Lightning's ``WandbLogger`` does the upload).
+
+MLflow (``--mlflow.enabled true`` or ``configs/logger/mlflow.yaml``) is added the same way, as
+Lightning's ``MLFlowLogger``: the config as params (``config/...``), every metric, and at test
+(:class:`adlight.callbacks.RunArtifacts`) the report's numbers, its figures, ``metrics.json``
+and ``report.html`` as artifacts. ``adlight export ... --mlflow.enabled true`` logs the exported
+ONNX model with its ``metadata.json`` as a registered MLflow model
+(:func:`log_export_to_mlflow`); ``--wandb.enabled true`` there logs the folder as a W&B artifact.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +29,13 @@ from typing import Literal
 
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import (
+    CSVLogger,
+    Logger,
+    MLFlowLogger,
+    TensorBoardLogger,
+    WandbLogger,
+)
 
 
 @dataclass
@@ -38,6 +52,8 @@ class WandbOptions:
         log_model: ``True`` uploads the last (and best) checkpoint as a ``model`` artifact when
             fitting ends; ``"all"`` uploads every checkpoint as it is written; ``False`` none.
         offline: write the run locally only (the same as ``WANDB_MODE=offline``).
+        table_rows: at test, a ``wandb.Table`` of up to this many test images (image, map
+            overlay, ground truth, score, label, outcome at the threshold, class); 0: none.
     """
 
     enabled: bool = False
@@ -48,6 +64,108 @@ class WandbOptions:
     tags: list[str] = field(default_factory=list)
     log_model: bool | Literal["all"] = False
     offline: bool = False
+    table_rows: int = 500
+
+
+@dataclass
+class MlflowOptions:
+    """``--mlflow.*``: log the run to MLflow as well (``configs/logger/mlflow.yaml``).
+
+    Args:
+        enabled: turn MLflow logging on.
+        tracking_uri: ``sqlite:///mlflow.db``, a file store (``file:/path/mlruns``) or a
+            server (``http://host:5000``); ``None``: ``$MLFLOW_TRACKING_URI``, else MLflow's default.
+        experiment: MLflow experiment name.
+        run_name: run name (MLflow picks one when ``None``).
+        tags: run tags.
+        log_model: ``True`` logs the last and best checkpoints as artifacts when fitting ends;
+            ``"all"`` every checkpoint as it is written; ``False`` none.
+        registered_model: ``adlight export``: the registered model's name (``None``: the
+            exported model is logged to the run but not registered).
+        run_id: ``adlight export``: log the exported model into this run (``None``: a new run).
+    """
+
+    enabled: bool = False
+    tracking_uri: str | None = None
+    experiment: str = "adlight"
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    log_model: bool | Literal["all"] = False
+    registered_model: str | None = None
+    run_id: str | None = None
+
+
+def mlflow_tracking_uri(options: MlflowOptions) -> str:
+    """The URI asked for, else ``$MLFLOW_TRACKING_URI``, else MLflow's own default (``sqlite:///
+    mlflow.db`` in the working directory since MLflow 3, ``./mlruns`` before)."""
+    import mlflow
+
+    uri = options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    if uri.startswith("file:") or "://" not in uri:
+        # a file store named on purpose: MLflow 3 refuses it unless this is set (its own opt-in)
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return uri
+
+
+def make_mlflow_logger(options: MlflowOptions) -> MLFlowLogger:
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        from adlight.errors import ConfigError
+
+        raise ConfigError("--mlflow.enabled needs MLflow: pip install 'adlight[mlflow]'") from None
+    return MLFlowLogger(experiment_name=options.experiment, run_name=options.run_name,
+                        tracking_uri=mlflow_tracking_uri(options), tags=dict(options.tags) or None,
+                        log_model=options.log_model)
+
+
+def log_export_to_mlflow(folder: Path, options: MlflowOptions) -> str:
+    """The exported ONNX model as an MLflow model (its ``metadata.json`` beside it, and as the
+    model's metadata), registered as ``options.registered_model`` when given; returns its URI."""
+    import json
+
+    import mlflow
+    import onnx
+
+    from adlight.errors import ConfigError
+
+    metadata = json.loads((folder / "metadata.json").read_text())
+    if metadata.get("format") != "onnx":
+        raise ConfigError(f"--mlflow.enabled logs ONNX exports as MLflow models; {folder} is "
+                          f"{metadata.get('format')}: export with --format onnx")
+    mlflow.set_tracking_uri(mlflow_tracking_uri(options))
+    if options.run_id is None:
+        mlflow.set_experiment(options.experiment)
+    with mlflow.start_run(run_id=options.run_id, run_name=options.run_name if options.run_id is None else None,
+                          tags=dict(options.tags) or None) as run:
+        info = mlflow.onnx.log_model(onnx.load(str(folder / metadata["model_file"])), name="exported_model",
+                                     registered_model_name=options.registered_model,
+                                     metadata={"adlight": metadata})
+        mlflow.log_artifact(str(folder / "metadata.json"), artifact_path="exported_model")
+        mlflow.log_params({"export/format": metadata["format"], "export/model_class": metadata.get("model_class"),
+                           "export/input": "x".join(str(metadata["input"][k]) for k in ("channels", "height", "width"))})
+        print(f"adlight export: logged to MLflow run {run.info.run_id} ({mlflow.get_tracking_uri()})"
+              + (f", registered as {options.registered_model}" if options.registered_model else ""))
+        return info.model_uri
+
+
+def log_export_to_wandb(folder: Path, options: WandbOptions) -> None:
+    """The exported folder (model file and ``metadata.json``) as a W&B ``model`` artifact."""
+    import json
+
+    import wandb
+
+    metadata = json.loads((folder / "metadata.json").read_text())
+    run = wandb.init(project=options.project, entity=options.entity, name=options.name, group=options.group,
+                     tags=list(options.tags) or None, job_type="export",
+                     mode="offline" if options.offline else None, dir=str(folder))
+    try:
+        artifact = wandb.Artifact(f"exported-{metadata.get('model_class', 'model')}", type="model",
+                                  metadata=metadata)
+        artifact.add_dir(str(folder))
+        run.log_artifact(artifact)
+    finally:
+        run.finish()
 
 
 #: W&B loggers this process created and has not finished yet (see :func:`finish_wandb_runs`)
@@ -102,8 +220,58 @@ class ConfigToLoggers(SaveConfigCallback):
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        if not wandb_loggers:
+        mlflow_loggers = [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
+        if not wandb_loggers and not mlflow_loggers:
             return
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in wandb_loggers:
             logger.experiment.config.update(config, allow_val_change=True)
+        for logger in mlflow_loggers:
+            # under config/: the module's own hyper-parameters, which Lightning logs, keep their names
+            logger.log_hyperparams({"config": config})
+
+
+TRACKER_GROUPS = ("--mlflow.", "--wandb.")
+
+
+def split_tracker_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """``adlight export``'s arguments -> (the export's, the ``--mlflow.*`` / ``--wandb.*`` ones)."""
+    rest, trackers = [], []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg.startswith(TRACKER_GROUPS):
+            if "=" in arg or index + 1 == len(args):
+                trackers.append(arg)
+            else:
+                trackers += [arg, args[index + 1]]
+                index += 1
+        else:
+            rest.append(arg)
+        index += 1
+    return rest, trackers
+
+
+def publish_export(folder: Path, tracker_args: list[str]) -> None:
+    """Log an exported folder to MLflow and / or W&B as ``tracker_args`` ask."""
+    if not tracker_args:
+        return
+    from jsonargparse import ArgumentParser
+
+    from adlight.errors import ConfigError
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(WandbOptions, "wandb")
+    parser.add_class_arguments(MlflowOptions, "mlflow")
+    try:
+        options = parser.instantiate_classes(parser.parse_args(tracker_args))
+    except Exception as error:  # noqa: BLE001  jsonargparse's ArgumentError and type errors
+        raise ConfigError(f"adlight export: {str(error).splitlines()[0]}") from None
+    if options.mlflow.enabled:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            raise ConfigError("--mlflow.enabled needs MLflow: pip install 'adlight[mlflow]'") from None
+        log_export_to_mlflow(Path(folder), options.mlflow)
+    if options.wandb.enabled:
+        log_export_to_wandb(Path(folder), options.wandb)

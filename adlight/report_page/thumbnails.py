@@ -45,6 +45,20 @@ def _resized(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(array).resize(size[::-1], Image.BILINEAR))
 
 
+def overlay(base: np.ndarray | None, amap: Tensor, edge: np.ndarray | None,
+            map_range: tuple[float, float]) -> np.ndarray:
+    """The map (``H x W``) in inferno over the image (``H x W x 3`` uint8, or none), with the
+    ground truth's outline in green: ``H x W x 3`` uint8."""
+    low, high = map_range
+    unit = ((amap - low) / max(high - low, 1e-12)).clamp(0, 1).numpy()
+    heat = (colormaps["inferno"](unit)[..., :3] * 255).astype(np.uint8)
+    if base is not None:
+        heat = (OVERLAY_ALPHA * heat + (1 - OVERLAY_ALPHA) * _resized(base, heat.shape[:2])).astype(np.uint8)
+    if edge is not None:
+        heat[edge] = OUTLINE_RGB
+    return heat
+
+
 def write_image_files(
     folder: Path,
     stem: str,
@@ -65,14 +79,8 @@ def write_image_files(
     if anomaly_map is None:
         return written
     amap = anomaly_map.detach().float().cpu().reshape(anomaly_map.shape[-2:])
-    low, high = map_range
-    unit = ((amap - low) / max(high - low, 1e-12)).clamp(0, 1).numpy()
-    heat = (colormaps["inferno"](unit)[..., :3] * 255).astype(np.uint8)
-    if base is not None:
-        heat = (OVERLAY_ALPHA * heat + (1 - OVERLAY_ALPHA) * _resized(base, heat.shape[:2])).astype(np.uint8)
     edge = outline(mask.reshape(amap.shape)) if mask is not None else None
-    if edge is not None:
-        heat[edge] = OUTLINE_RGB
+    heat = overlay(base, amap, edge, map_range)
     Image.fromarray(heat).save(folder / f"{stem}_overlay.jpg", quality=85)
     written["overlay"] = f"{stem}_overlay.jpg"
     if pixel_threshold is not None:
@@ -92,4 +100,6 @@ def map_range(anomaly_maps: Tensor) -> tuple[float, float]:
     return min(0.0, float(anomaly_maps.min())), float(anomaly_maps.max())
 
 
-__all__ = ["map_range", "outline", "write_image_files"]
+__all__ = ["map_range", "outline", "overlay", "rgb", "write_image_files"]
+
+rgb = _rgb

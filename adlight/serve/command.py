@@ -23,7 +23,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="inference processes, each with its own model")
     parser.add_argument("--api_servers", type=int, default=1, help="uvicorn processes answering HTTP")
-    parser.add_argument("--max_batch_size", type=int, default=8,
+    parser.add_argument("--max_batch_size", type=int, default=4,
                         help="requests scored in one runtime call (1: no dynamic batching)")
     parser.add_argument("--batch_timeout", type=float, default=0.005,
                         help="seconds a batch waits for more requests before it runs")
