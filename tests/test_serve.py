@@ -240,9 +240,10 @@ def test_a_bad_request_batched_with_good_ones_fails_alone(served):
                 assert answer.json()["predictions"][0]["score"] == pytest.approx(float(score), rel=1e-5, abs=1e-7)
 
 
-def test_a_bad_folder_is_one_line_before_any_worker_starts(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "adlight.serve", "--exported", str(tmp_path / "nothing")],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+@pytest.mark.parametrize("command", [["adlight.serve"], ["adlight", "serve"]], ids=["module", "adlight"])
+def test_a_bad_folder_is_one_line_before_any_worker_starts(command, tmp_path):
+    done = subprocess.run([sys.executable, "-m", *command, "--exported", str(tmp_path / "nothing")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 2
     assert done.stderr.strip().startswith("adlight: error:") and "nothing" in done.stderr
     assert "Traceback" not in done.stderr
