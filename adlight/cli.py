@@ -347,8 +347,10 @@ def main(args: list[str] | None = None) -> None:
             os.execv(sys.executable, [sys.executable, "-m", "adlight.serve", *argv[1:]])
         if argv[:1] == ["demo"]:  # an exported model in a local Gradio page (adlight/demo)
             from adlight.demo.command import main as demo_main
+            from adlight.export.command import main as export_main
 
-            demo_main(argv[1:])
+            # on a checkpoint the demo exports it first, through the export handed in here
+            demo_main(argv[1:], export=lambda args: export_main(args, AdlightCLI))
             return
         run(args)
     except Exception as error:

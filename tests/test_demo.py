@@ -113,3 +113,36 @@ def test_the_page_scores_an_upload_and_the_slider_flips_it(tmp_path):
             browser.close()
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_on_a_checkpoint_the_demo_exports_it_first_through_the_export_it_is_handed(tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    import adlight.demo.app as app
+    from adlight.demo.command import main
+    from adlight.errors import ConfigError
+
+    launched, exported = [], []
+
+    class Page:
+        def __init__(self, folder):
+            self.folder = folder
+
+        def launch(self, **options):
+            assert (Path(self.folder) / "metadata.json").is_file()  # the export is there while it runs
+            launched.append(options)
+
+    def export(args):
+        exported.append(args)
+        export_model(AutoencoderModel(FadaeinejadAE(in_channels=3, image_size=32)), "onnx",
+                     args[args.index("--out") + 1], 32, 3)
+
+    monkeypatch.setattr(app, "build_demo", Page)
+    main(["--config", "x.yaml", "--ckpt_path", "m.ckpt", "--port", "7999"], export=export)
+    assert exported[0][:4] == ["--config", "x.yaml", "--ckpt_path", "m.ckpt"]
+    assert exported[0][4:6] == ["--format", "onnx"]
+    assert launched == [{"server_name": "127.0.0.1", "server_port": 7999, "share": False, "inbrowser": False,
+                         "show_error": False}]
+    with pytest.raises(ConfigError, match="--exported DIR"):
+        main([])
+    with pytest.raises(ConfigError, match="no other arguments"):
+        main(["--exported", str(tmp_path), "--ckpt_path", "m.ckpt"])
