@@ -70,7 +70,7 @@ def start_server(folder: str, flags: list[str], threads: int | None) -> tuple[su
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.Client(trust_env=False).get(f"{url}/health", timeout=2).status_code == 200:
                 return process, url
         except httpx.TransportError:
             pass
@@ -86,7 +86,7 @@ def load(url: str, bodies: list[bytes], clients: int, requests: int) -> dict:
 
     def client(index: int) -> None:
         nonlocal failures
-        with httpx.Client(timeout=300) as session:
+        with httpx.Client(timeout=300, trust_env=False) as session:
             for j in range(index, requests, clients):
                 start = time.perf_counter()
                 try:

@@ -38,6 +38,19 @@ REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
 
 
+def post(url: str, **arguments):
+    """httpx.post, never through a proxy the environment names (the server is on loopback)."""
+    arguments.setdefault("timeout", 60)
+    with httpx.Client(trust_env=False) as client:
+        return client.post(url, **arguments)
+
+
+def get(url: str, **arguments):
+    arguments.setdefault("timeout", 60)
+    with httpx.Client(trust_env=False) as client:
+        return client.get(url, **arguments)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -94,7 +107,7 @@ def served(tmp_path_factory):
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if get(f"{url}/health", timeout=2).status_code == 200:
                 break
         except httpx.TransportError:
             pass
@@ -120,17 +133,17 @@ def expected(folder: Path, images: list[Path]) -> dict:
 def test_scores_and_decisions_equal_the_inferencers(served):
     url, folder, images, _ = served
     reference = expected(folder, images)
-    metadata = httpx.get(f"{url}/metadata").json()
+    metadata = get(f"{url}/metadata").json()
     threshold = metadata["image_threshold"]["value"]
     for i, path in enumerate(images):  # raw bodies, one by one
-        answer = httpx.post(f"{url}/predict", content=path.read_bytes(), timeout=60)
+        answer = post(f"{url}/predict", content=path.read_bytes(), timeout=60)
         assert answer.status_code == 200, answer.text
         (got,) = answer.json()["predictions"]
         assert got["score"] == pytest.approx(float(reference["score"][i]), rel=1e-5, abs=1e-7), path.name
         assert got["anomalous"] == bool(reference["score"][i] >= threshold)
         assert got["threshold"] == threshold and got["threshold_source"] == "test"
     files = [("image", (p.name, p.read_bytes())) for p in images]
-    answer = httpx.post(f"{url}/predict", files=files, timeout=60)  # all in one multipart form
+    answer = post(f"{url}/predict", files=files, timeout=60)  # all in one multipart form
     assert answer.status_code == 200, answer.text
     got = answer.json()["predictions"]
     assert [g["name"] for g in got] == [p.name for p in images]
@@ -142,7 +155,7 @@ def test_scores_and_decisions_equal_the_inferencers(served):
 def test_maps_masks_and_regions_on_request(served):
     url, folder, images, _ = served
     reference = expected(folder, images[:2])
-    answer = httpx.post(f"{url}/predict", params={"outputs": "anomaly_map,defect_mask,regions"},
+    answer = post(f"{url}/predict", params={"outputs": "anomaly_map,defect_mask,regions"},
                         files=[("image", (p.name, p.read_bytes())) for p in images[:2]], timeout=60)
     assert answer.status_code == 200, answer.text
     for i, got in enumerate(answer.json()["predictions"]):
@@ -157,7 +170,7 @@ def test_maps_masks_and_regions_on_request(served):
             x0, y0, x1, y1 = region["box"]
             assert 0 <= x0 < x1 <= SIZE and 0 <= y0 < y1 <= SIZE
             assert mask[y0:y1, x0:x1].any()
-    plain = httpx.post(f"{url}/predict", content=images[0].read_bytes(), timeout=60).json()["predictions"][0]
+    plain = post(f"{url}/predict", content=images[0].read_bytes(), timeout=60).json()["predictions"][0]
     assert set(plain) == {"name", "score", "anomalous", "threshold", "threshold_source"}
 
 
@@ -167,7 +180,7 @@ def test_many_clients_at_once_all_get_their_own_answers(served):
     jobs = [images[(i * 7) % len(images)] for i in range(48)]
 
     def ask(path):
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(timeout=120, trust_env=False) as client:
             answer = client.post(f"{url}/predict", content=path.read_bytes())
         return path, answer.status_code, answer.json()
 
@@ -211,12 +224,12 @@ def bad_requests(images: list[Path]) -> list[tuple[str, dict, int, str]]:
 def test_every_bad_request_gets_its_4xx_and_the_server_stays_up(served):
     url, folder, images, process = served
     for what, arguments, status, word in bad_requests(images):
-        answer = httpx.post(f"{url}/predict", timeout=60, **arguments)
+        answer = post(f"{url}/predict", timeout=60, **arguments)
         assert answer.status_code == status, (what, answer.text)
         assert word in answer.json()["error"], (what, answer.text)
         assert "Traceback" not in answer.text and 'File "' not in answer.text, what
-    assert httpx.get(f"{url}/health").status_code == 200 and process.poll() is None
-    good = httpx.post(f"{url}/predict", content=images[1].read_bytes(), timeout=60)
+    assert get(f"{url}/health").status_code == 200 and process.poll() is None
+    good = post(f"{url}/predict", content=images[1].read_bytes(), timeout=60)
     assert good.status_code == 200
 
 
@@ -228,7 +241,7 @@ def test_a_bad_request_batched_with_good_ones_fails_alone(served):
 
     def ask(item):
         body, score = item
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(timeout=120, trust_env=False) as client:
             return client.post(f"{url}/predict", content=body), score
 
     with ThreadPoolExecutor(12) as pool:
