@@ -260,3 +260,19 @@ def test_a_bad_folder_is_one_line_before_any_worker_starts(command, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().startswith("adlight: error:") and "nothing" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_server_and_the_demo_import_neither_torch_nor_lightning():
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'lightning', 'pytorch_lightning', 'torchvision'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import adlight.serve.api, adlight.serve.command, adlight.serve.gate\n"
+        "import adlight.demo.app, adlight.demo.command\n"
+        "print('imported')\n")
+    done = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr[-2000:]
