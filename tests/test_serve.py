@@ -213,6 +213,7 @@ def bad_requests(images: list[Path]) -> list[tuple[str, dict, int, str]]:
         ("empty file in a form", {"files": [("image", ("a.png", b""))]}, 400, "empty"),
         ("form without an image", {"files": [("outputs", (None, "regions"))]}, 400, "no image"),
         ("too many images", {"files": [("image", ("a.png", png))] * 13}, 413, "images"),
+        ("far too many images", {"files": [("image", ("a.png", b"x"))] * 40}, 413, "images"),
         ("unknown output", {"content": png, "params": {"outputs": "heatmap"}}, 400, "heatmap"),
         ("unknown query", {"content": png, "params": {"thresh": "1"}}, 400, "thresh"),
         ("a GIF", {"content": buffer.getvalue()}, 415, "GIF"),

@@ -58,8 +58,9 @@ class ExportedModelAPI(ls.LitAPI):
 
     def decode_request(self, request) -> Decoded:
         inferencer = self.inferencer
-        decoded = Decoded(outputs=tuple(request.get("outputs", ())))
+        decoded = Decoded()
         try:
+            decoded.outputs = tuple(request.get("outputs", ()))
             arrays = []
             for item in request["images"]:
                 name = str(item.get("name", "image"))

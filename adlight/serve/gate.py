@@ -43,9 +43,12 @@ async def _form_payload(scope, body: bytes, max_images: int) -> tuple[list[dict]
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(scope, replay).form(max_files=max_images + 1, max_fields=100)
+        # the body limit already bounds the parts: one over --max_images is enough to refuse
+        form = await Request(scope, replay).form(max_files=max_images + 1, max_fields=max_images + 100)
     except Exception as error:  # noqa: BLE001  python-multipart's and starlette's errors alike
-        detail = getattr(error, "detail", None) or error
+        detail = str(getattr(error, "detail", None) or error)
+        if detail.startswith("Too many files"):
+            raise Refused(413, f"more than {max_images} images in one request (--max_images)") from None
         raise Refused(400, f"malformed multipart body ({detail})") from None
     images, outputs = [], []
     try:
