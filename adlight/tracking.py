@@ -156,13 +156,16 @@ def log_export_to_wandb(folder: Path, options: WandbOptions) -> None:
     import wandb
 
     metadata = json.loads((folder / "metadata.json").read_text())
+    files = sorted(p for p in folder.iterdir() if p.is_file())  # the export's own: no predictions/
+    # W&B's run files go where W&B puts them (./wandb), never into the exported folder
     run = wandb.init(project=options.project, entity=options.entity, name=options.name, group=options.group,
                      tags=list(options.tags) or None, job_type="export",
-                     mode="offline" if options.offline else None, dir=str(folder))
+                     mode="offline" if options.offline else None)
     try:
         artifact = wandb.Artifact(f"exported-{metadata.get('model_class', 'model')}", type="model",
                                   metadata=metadata)
-        artifact.add_dir(str(folder))
+        for path in files:
+            artifact.add_file(str(path), name=path.name)
         run.log_artifact(artifact)
     finally:
         run.finish()

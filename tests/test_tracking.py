@@ -123,3 +123,32 @@ def test_the_table_is_capped_and_spread_over_the_test_split():
     assert len(table.data) == 6
     scores = [row[3] for row in table.data]
     assert scores[0] == 0.0 and scores[-1] == 1.0 and np.all(np.diff(scores) > 0)
+
+
+def test_export_logs_the_exported_folder_as_a_wandb_artifact(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    import torch
+
+    from adlight.export import export_model
+    from adlight.models import AutoencoderModel
+    from adlight.nets import FadaeinejadAE
+    from adlight.tracking import WandbOptions, log_export_to_wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for variable in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(variable, str(tmp_path / variable.lower()))
+    torch.manual_seed(0)
+    folder = tmp_path / "exported"
+    export_model(AutoencoderModel(FadaeinejadAE(in_channels=3, image_size=32)), "onnx", folder, 32, 3)
+    monkeypatch.chdir(tmp_path)
+    log_export_to_wandb(folder, WandbOptions(enabled=True, offline=True))
+    import wandb
+
+    wandb.teardown()
+    assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "model.onnx"]  # left as it was
+    (run_log,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    artifacts = [(record.artifact.type, record.artifact.name,
+                  sorted(entry.path for entry in record.artifact.manifest.contents))
+                 for record in wandb_records(run_log) if record.WhichOneof("record_type") == "artifact"]
+    assert ("model", "exported-AutoencoderModel", ["metadata.json", "model.onnx"]) in artifacts
