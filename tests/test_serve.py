@@ -170,8 +170,29 @@ def test_maps_masks_and_regions_on_request(served):
             x0, y0, x1, y1 = region["box"]
             assert 0 <= x0 < x1 <= SIZE and 0 <= y0 < y1 <= SIZE
             assert mask[y0:y1, x0:x1].any()
+            polygon = np.asarray(region["polygon"])
+            assert polygon[:, 0].min() == x0 - 0.5 and polygon[:, 0].max() == x1 - 0.5
+            assert polygon[:, 1].min() == y0 - 0.5 and polygon[:, 1].max() == y1 - 0.5
     plain = post(f"{url}/predict", content=images[0].read_bytes(), timeout=60).json()["predictions"][0]
     assert set(plain) == {"name", "score", "anomalous", "threshold", "threshold_source"}
+
+
+def test_regions_are_the_masks_components_with_boxes_areas_and_outlines():
+    from adlight.serve.responses import regions
+
+    mask = np.zeros((8, 10), np.uint8)
+    mask[1:4, 2:5] = 1  # 3 x 3
+    mask[6, 8] = 1  # one pixel
+    mask[5, 0:2] = mask[6, 2] = 1  # three pixels, joined diagonally (8-connected)
+    found = regions(mask)
+    assert [r["area"] for r in found] == [9, 3, 1]
+    assert [r["box"] for r in found] == [[2, 1, 5, 4], [0, 5, 3, 7], [8, 6, 9, 7]]
+    assert found[0]["centroid"] == [3.0, 2.0]
+    # the boundary half a pixel outside the pixel centres, corners cut by the 0.5 level
+    assert found[0]["polygon"] == [[1.5, 1.0], [2.0, 0.5], [4.0, 0.5], [4.5, 1.0], [4.5, 3.0],
+                                   [4.0, 3.5], [2.0, 3.5], [1.5, 3.0]]
+    assert found[2]["polygon"] == [[7.5, 6.0], [8.0, 5.5], [8.5, 6.0], [8.0, 6.5]]
+    assert regions(np.zeros((4, 4), np.uint8)) == []
 
 
 def test_many_clients_at_once_all_get_their_own_answers(served):

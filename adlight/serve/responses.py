@@ -4,7 +4,7 @@ Always: ``score``, ``anomalous`` (``score >= threshold``; ``null`` without a thr
 image threshold with its source (as ``metadata.json`` has them). On request (``outputs``):
 ``anomaly_map`` and ``defect_mask`` as base64 PNGs, written as ``adlight predict`` writes its map
 PNGs (255 * map / scale, the scale twice the pixel threshold unless given), and ``regions``: the
-8-connected components of the defect mask with their bounding boxes and areas in pixels.
+8-connected components of the defect mask with their bounding boxes, areas and outlines.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import base64
 import io
 import math
 
+import contourpy
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -38,19 +39,40 @@ def map_scale(anomaly_map: np.ndarray, pixel_threshold: float | None, map_max: f
     return float(anomaly_map.max()) or 1.0
 
 
+#: regions answered per image, the largest first (a speckled mask would make a huge answer)
+MAX_REGIONS = 100
+
+
+def outline_polygon(region: np.ndarray, x0: int, y0: int) -> list[list[float]]:
+    """The outer boundary of a 0/1 crop (one region) as [x, y] vertices in image pixels, half a
+    pixel outside the region's pixel centres (contourpy's level 0.5), collinear points dropped."""
+    lines = contourpy.contour_generator(z=np.pad(region.astype(np.float64), 1),
+                                        line_type="Separate").lines(0.5)
+    line = max(lines, key=len)[:-1] + [x0 - 1, y0 - 1]  # closed: the last point repeats the first
+    turn = np.roll(line, -1, axis=0) - line
+    keep = np.any(turn != np.roll(turn, 1, axis=0), axis=1)
+    return [[round(float(x), 1), round(float(y), 1)] for x, y in line[keep]]
+
+
 def regions(mask: np.ndarray) -> list[dict]:
-    """The 8-connected regions of a 0/1 H x W mask: ``box`` [x0, y0, x1, y1] (x1, y1 exclusive),
-    ``area`` (pixels) and ``centroid`` [x, y], largest first."""
+    """The 8-connected regions of a 0/1 H x W mask, largest first (at most :data:`MAX_REGIONS`):
+    ``box`` [x0, y0, x1, y1] (x1, y1 exclusive), ``area`` (pixels), ``centroid`` [x, y] and
+    ``polygon``, the outer boundary."""
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     if count == 0:
         return []
     index = np.arange(1, count + 1)
     areas = ndimage.sum_labels(mask > 0, labels, index)
     centroids = ndimage.center_of_mass(mask > 0, labels, index)
-    found = [{"box": [int(s[1].start), int(s[0].start), int(s[1].stop), int(s[0].stop)],
-              "area": int(area), "centroid": [round(float(c[1]), 2), round(float(c[0]), 2)]}
-             for s, area, c in zip(ndimage.find_objects(labels), areas, centroids, strict=True)]
-    return sorted(found, key=lambda r: -r["area"])
+    slices = ndimage.find_objects(labels)
+    found = []
+    for k in np.argsort(-areas, kind="stable")[:MAX_REGIONS]:
+        rows, cols = slices[k]
+        found.append({"box": [int(cols.start), int(rows.start), int(cols.stop), int(rows.stop)],
+                      "area": int(areas[k]),
+                      "centroid": [round(float(centroids[k][1]), 2), round(float(centroids[k][0]), 2)],
+                      "polygon": outline_polygon(labels[rows, cols] == k + 1, cols.start, rows.start)})
+    return found
 
 
 def image_response(name: str, prediction: dict, index: int, metadata: dict, outputs: tuple[str, ...],
