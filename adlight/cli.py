@@ -291,6 +291,16 @@ def run(args: list[str] | None = None) -> None:
         finish_wandb_runs(exit_code)
 
 
+#: commands beside LightningCLI's fit/validate/test/predict, listed by ``adlight --help``
+OTHER_COMMANDS = {
+    "export": "write a fitted model as ONNX / OpenVINO / TorchScript with metadata.json",
+    "predict --exported": "score a folder with an exported model (no torch needed)",
+    "sweep": "run a grid of configs locally or on SLURM",
+    "benchmark": "regenerate a paper's table (a sweep and its report)",
+    "compare": "one page of test runs side by side",
+}
+
+
 def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["sweep"]:
