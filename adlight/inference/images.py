@@ -101,4 +101,6 @@ def image_batch(images, channels: int, height: int, width: int) -> np.ndarray:
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` and its sub-folders, sorted; hidden ones skipped."""
-    return image_files.list_images(folder, argument="--data.predict_dir", required=True)
+    found = image_files.list_images(folder, argument="--data.predict_dir", required=True, broken_links=True)
+    image_files.warn_not_images(folder, "--data.predict_dir")
+    return found
