@@ -158,7 +158,7 @@ class AdlightParser(LightningArgumentParser):
 
     def format_help(self) -> str:
         text = super().format_help()
-        if self.prog.replace(" [options]", "") != "adlight":
+        if getattr(self, "_subcommands_action", None) is None:  # a subcommand's own help
             return text
         # the commands adlight.cli.main dispatches before LightningCLI sees them
         from adlight.cli import OTHER_COMMANDS

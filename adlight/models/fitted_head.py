@@ -24,6 +24,10 @@ from adlight.models.training_normals import (
 from adlight.process_memory import available_bytes, release_freed_memory
 
 
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MB"
+
+
 class FittedHeadMixin:
     """For an :class:`AnomalyModule` whose head is fitted on features of the training normals.
 
@@ -162,8 +166,8 @@ class FittedHeadMixin:
         if need is None or available is None or need <= 0.9 * available:
             return
         raise ConfigError(
-            f"{type(self).__name__}'s fit needs about {need / 2**30:.1f} GB for {n_images} training "
-            f"images, more than the {available / 2**30:.1f} GB free on {self.device}: "
+            f"{type(self).__name__}'s fit needs about {_size(need)} for {n_images} training "
+            f"images, more than the {_size(available)} free on {self.device}: "
             f"{self.fit_memory_advice(n_images, int(0.9 * available))}")
 
     def on_validation_epoch_start(self) -> None:

@@ -368,8 +368,8 @@ class PadimModel(PatchModel):
         size = getattr(backbone, "input_size", None)
         if isinstance(size, int):
             # positions grow with the square of the backbone's input size
-            fitting = int(size * math.sqrt(available / self.fit_memory_bytes(n_images))) // 32 * 32
-            if fitting >= 32:
+            fitting = int(size * math.sqrt(available / self.fit_memory_bytes(n_images))) // 8 * 8
+            if fitting >= 8:
                 return (f"use a smaller backbone input (--model.features.init_args.backbone.init_args."
                         f"input_size {fitting}), fewer feature layers or fewer training images")
         return "use a smaller backbone input size, fewer feature layers or fewer training images"
