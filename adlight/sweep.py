@@ -242,6 +242,17 @@ class _ErrorLines(io.TextIOBase):
     def flush(self) -> None:
         self.stream.flush()
 
+    # what a library may ask of sys.stderr (a terminal? its descriptor, its encoding)
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", "utf-8")
+
 
 def check_runs(runs: list[SweepRun], runner: Runner) -> None:
     """Parse every run's arguments (``--print_config``: nothing is built, read or written) before

@@ -95,7 +95,7 @@ def main(argv: list[str], cli_class) -> Path:
     options, config_args = _parse(argv)
     if options.format not in FORMATS:  # before building anything
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {options.format!r}")
-    out = Path(options.out)
+    out = Path(options.out).resolve()  # "." or "x/" have a real name and parent
     check_out(out)
     model, datamodule = load_fitted(cli_class, config_args, options.ckpt_path)
     try:
