@@ -270,14 +270,23 @@ class AdlightCLI(LightningCLI):
             self.trainer._default_root_dir = str(claimed)
             self._own_versions.append(claimed)
 
+    def _versioned_loggers(self) -> list:
+        return [lg for lg in self.trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))]
+
     def _run_subcommand(self, subcommand: str) -> None:
         self._claim_versions()
+        # DDP: the version Lightning numbered, when it is new (never another process's older one)
+        before = {Path(lg.root_dir): run_dirs.versions(lg.root_dir) for lg in self._versioned_loggers()}
         try:
             super()._run_subcommand(subcommand)
         except BaseException:
             # a failed run leaves no version_N of its own behind that holds only bookkeeping
             if self.trainer.is_global_zero:
-                run_dirs.remove_failed_versions(self._own_versions)
+                own = list(self._own_versions)
+                if not own:
+                    own = [Path(lg.log_dir) for lg in self._versioned_loggers() if lg._version is not None
+                           and Path(lg.log_dir) not in before.get(Path(lg.root_dir), set())]
+                run_dirs.remove_failed_versions(own)
             raise
 
     def _before_run(self) -> None:
