@@ -498,8 +498,11 @@ def test_adlight_help_lists_every_command(capfd):
 
 
 def test_every_family_loads_from_its_checkpoint_alone(shared, tmp_path):
-    from adlight.models import AutoencoderModel, PatchCoreModel
+    from adlight import tracking
+    from adlight.models import AutoencoderModel, PatchCoreModel, from_checkpoint
 
+    # the models layer repeats the key (it does not import tracking): the two must agree
+    assert from_checkpoint.CONFIG_STATE_KEY == tracking.CONFIG_STATE_KEY
     main(["fit", f"--config={PATCHCORE}", *patch_tiny(shared["root"], tmp_path / "pc"), "--test_after_fit=false"])
     for cls, path in ((AutoencoderModel, shared["ckpt"]), (PatchCoreModel, next((tmp_path / "pc").rglob("last.ckpt")))):
         model = cls.load_from_checkpoint(path)

@@ -9,6 +9,7 @@ fit`` links it, and handed to Lightning's own loader beside whatever the caller 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,10 @@ from adlight.errors import CheckpointError
 #: the key under which ConfigToLoggers stores the run config (adlight.tracking.CONFIG_STATE_KEY;
 #: repeated here because models do not import the tracking layer)
 CONFIG_STATE_KEY = "adlight_run_config"
-#: (source, target) in the run config, as adlight.cli.LINKED_SIZES links them at fit
-LINKED = (("data", "image_size"), ("network", "image_size"))
 
 
-def run_config_of(path: str | Path) -> dict[str, Any] | None:
-    """The run config stored in the checkpoint at ``path`` (else ``config.yaml`` beside its run)."""
-    path = Path(path)
-    content = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+def _run_config(content: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The run config stored in the checkpoint (else ``config.yaml`` beside its run folder)."""
     for state in (content.get("callbacks") or {}).values():
         if isinstance(state, dict) and isinstance(state.get(CONFIG_STATE_KEY), str):
             return yaml.safe_load(state[CONFIG_STATE_KEY])
@@ -36,25 +33,25 @@ def run_config_of(path: str | Path) -> dict[str, Any] | None:
     return yaml.safe_load(beside.read_text()) if beside.is_file() else None
 
 
-def _required_missing(cls: type, path: Path, given: dict[str, Any]) -> list[str]:
-    hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=False).get("hyper_parameters") or {}
+def built_arguments(cls: type, checkpoint_path, given: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of ``cls`` that neither the caller (``given``) nor the
+    checkpoint's hyper-parameters supply (its network, features, optimiser...), built from the
+    run config the checkpoint holds; ``{}`` when nothing is missing."""
+    if not isinstance(checkpoint_path, (str, Path)) or not Path(checkpoint_path).is_file():
+        return {}  # a stream or a URL: Lightning's own loader, as before
+    path = Path(checkpoint_path)
+    content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    hparams = content.get("hyper_parameters") or {}
     parameters = inspect.signature(cls.__init__).parameters
-    return [name for name, p in parameters.items() if name != "self" and p.default is inspect.Parameter.empty
-            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in hparams and name not in given]
-
-
-def built_arguments(cls: type, path: str | Path, given: dict[str, Any]) -> dict[str, Any]:
-    """The constructor arguments of ``cls`` that its checkpoint's hyper-parameters lack (its
-    network, features, optimiser...), built from the run config the checkpoint holds."""
-    path = Path(path)
-    if not isinstance(path, Path) or not path.is_file() or not _required_missing(cls, path, given):
+    missing = [name for name, p in parameters.items() if name != "self" and p.default is inspect.Parameter.empty
+               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in hparams and name not in given]
+    if not missing:
         return {}
-    config = run_config_of(path)
+    config = _run_config(content, path)
     model = (config or {}).get("model") or {}
     if not model:
         raise CheckpointError(f"checkpoint {path} holds no run config and has no config.yaml beside its "
-                              f"checkpoints/ folder: pass {', '.join(_required_missing(cls, path, given))} "
-                              f"to {cls.__name__}.load_from_checkpoint")
+                              f"checkpoints/ folder: pass {', '.join(missing)} to {cls.__name__}.load_from_checkpoint")
     saved_class = model.get("class_path", "")
     if saved_class and saved_class.rsplit(".", 1)[-1] != cls.__name__ and cls.__name__ != "AnomalyModule":
         raise CheckpointError(f"checkpoint {path} holds a {saved_class}, not a {cls.__name__}")
@@ -67,18 +64,16 @@ def built_arguments(cls: type, path: str | Path, given: dict[str, Any]) -> dict[
 
     parser = LightningArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls, "model", fail_untyped=False)
-    parsed = parser.parse_object({"model": init_args})
-    built = parser.instantiate_classes(parsed, instantiate_groups=False).model
-    wanted = [name for name in inspect.signature(cls.__init__).parameters if name not in given]
-    hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=False).get("hyper_parameters") or {}
-    return {name: built[name] for name in wanted if name in init_args and name not in hparams and name in built}
+    # nested classes only (instantiate_groups=False): the model itself is built by Lightning
+    built = parser.instantiate_classes(parser.parse_object({"model": init_args}), instantiate_groups=False).model
+    return {name: built[name] for name in parameters
+            if name in init_args and name not in hparams and name not in given and name in built}
 
 
 def _link_size(network: dict[str, Any], size: int) -> None:
+    """The data's ``image_size`` given to a network that takes one, as ``adlight fit`` links it."""
     module, _, name = network["class_path"].rpartition(".")
     try:
-        import importlib
-
         parameters = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
     except Exception:  # noqa: BLE001 - the parser names a class path that does not import
         return
