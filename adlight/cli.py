@@ -32,13 +32,19 @@ import warnings
 from pathlib import Path
 
 import yaml
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from adlight import arguments, run_dirs
 from adlight.callbacks import PredictionWriter, TestReport
-from adlight.callbacks.resume import LastCheckpoint, RandomStateCheckpoint, find_last_checkpoint
+from adlight.callbacks.resume import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    RandomStateCheckpoint,
+    find_last_checkpoint,
+)
 from adlight.callbacks.tracking import RunArtifacts, WandbTestTable
 from adlight.checkpoints import (
     SPECIAL_PATHS,
@@ -54,6 +60,7 @@ from adlight.config_files import expand_config_args, load_config
 from adlight.data import AnomalyDataModule
 from adlight.errors import ConfigError
 from adlight.models import AnomalyModule
+from adlight.prediction_files import WRITE_ERRNOS, write_failure
 from adlight.tracking import (
     ConfigToLoggers,
     MlflowOptions,
@@ -205,11 +212,13 @@ class AdlightCLI(LightningCLI):
             kwargs.setdefault("strategy", DDPStrategy())
         section = self._section(self.config_init)
         trainer_config = section.get("trainer", {})
+        self._unversioned_root = None
         if trainer_config.get("logger") is False:
             # without a logger Lightning writes into default_root_dir itself, where a second run
             # would meet (and overwrite) the first one's files: give the run a version of its own
             root = Path(trainer_config.get("default_root_dir") or Path.cwd())
             kwargs["default_root_dir"] = str(run_dirs.next_version(root / "lightning_logs"))
+            self._unversioned_root = root
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, TypeError, ValueError) as error:
@@ -219,6 +228,9 @@ class AdlightCLI(LightningCLI):
         for logger in trainer.loggers:
             if logger.save_dir is not None:
                 run_dirs.check_writable(logger.save_dir, f"{type(logger).__name__} save_dir")
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            # written to a partial file and renamed: no truncated last.ckpt after a full disk
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         # appended after construction so that Lightning still adds its default
         # ModelCheckpoint when the config has none (ckpt_path="best" keeps working)
         trainer.callbacks.append(RandomStateCheckpoint())
@@ -257,22 +269,41 @@ class AdlightCLI(LightningCLI):
             raise ConfigError(f"ckpt_path last: no last.ckpt in the earlier runs under {root}")
         # fit with none found: Lightning's own "last" warns and starts from scratch
 
-    def _version_roots(self) -> list[Path]:
-        """Folders in which this run's ``version_N`` is created."""
-        roots = [Path(lg.root_dir) for lg in self.trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))]
-        if not self.trainer.loggers:  # instantiate_trainer gave it <root>/lightning_logs/version_N
-            roots.append(Path(self.trainer.default_root_dir).parent)
-        return roots
+    def _claim_versions(self) -> None:
+        """Create this run's ``version_N`` folders now (see :func:`run_dirs.claim_version`), so
+        that a concurrent run in the same root gets another N and a failed run's clean-up
+        removes only its own. Under several processes (DDP) Lightning's numbering is kept."""
+        self._own_versions: list[Path] = []
+        if self.trainer.world_size != 1:
+            return
+        for logger in self.trainer.loggers:
+            if isinstance(logger, (TensorBoardLogger, CSVLogger)) and logger._version is None:
+                folder = run_dirs.claim_version(logger.root_dir)
+                logger._version = int(folder.name.split("_")[1])
+                self._own_versions.append(folder)
+        if not self.trainer.loggers and self._unversioned_root is not None:
+            folder = Path(self.trainer.default_root_dir)
+            claimed = run_dirs.claim_version(folder.parent, int(folder.name.split("_")[1]))
+            self.trainer._default_root_dir = str(claimed)
+            self._own_versions.append(claimed)
+
+    def _versioned_loggers(self) -> list:
+        return [lg for lg in self.trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))]
 
     def _run_subcommand(self, subcommand: str) -> None:
-        before = {root: run_dirs.versions(root) for root in self._version_roots()}
+        self._claim_versions()
+        # DDP: the version Lightning numbered, when it is new (never another process's older one)
+        before = {Path(lg.root_dir): run_dirs.versions(lg.root_dir) for lg in self._versioned_loggers()}
         try:
             super()._run_subcommand(subcommand)
         except BaseException:
-            # a failed run leaves no version_N behind that holds only its own bookkeeping
+            # a failed run leaves no version_N of its own behind that holds only bookkeeping
             if self.trainer.is_global_zero:
-                for root, existing in before.items():
-                    run_dirs.remove_failed_versions(root, existing)
+                own = list(self._own_versions)
+                if not own:
+                    own = [Path(lg.log_dir) for lg in self._versioned_loggers() if lg._version is not None
+                           and Path(lg.log_dir) not in before.get(Path(lg.root_dir), set())]
+                run_dirs.remove_failed_versions(own)
             raise
 
     def _before_run(self) -> None:
@@ -306,6 +337,18 @@ def run(args: list[str] | None = None) -> None:
         exit_code = 0
     finally:
         finish_wandb_runs(exit_code)
+
+
+#: commands beside LightningCLI's fit/validate/test/predict, listed by ``adlight --help``
+OTHER_COMMANDS = {
+    "export": "write a fitted model as ONNX / OpenVINO / TorchScript with metadata.json",
+    "predict --exported": "score a folder with an exported model (no torch needed)",
+    "sweep": "run a grid of configs locally or on SLURM",
+    "benchmark": "regenerate a paper's table (a sweep and its report)",
+    "compare": "one page of test runs side by side",
+    "serve": "serve an exported model over HTTP (pip install \"adlight[serve]\")",
+    "demo": "a local page to try an exported model or a checkpoint (pip install \"adlight[demo]\")",
+}
 
 
 def main(args: list[str] | None = None) -> None:
@@ -355,10 +398,20 @@ def main(args: list[str] | None = None) -> None:
         run(args)
     except Exception as error:
         cause = adlight_cause(error)
-        if cause is None:
+        line = one_line(cause) if cause is not None else _write_failure_line(error)
+        if line is None:
             raise
-        print(f"adlight: error: {one_line(cause)}", file=sys.stderr)
+        print(f"adlight: error: {line}", file=sys.stderr)
         sys.exit(2)
+
+
+def _write_failure_line(error: BaseException | None) -> str | None:
+    """A full disk (or a read-only one) anywhere in a run, as one line naming the file."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            return write_failure(error.filename, error)
+        error = error.__cause__ or error.__context__
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,9 @@ and the torch-free exported-model predict (``adlight/inference/command.py``) wri
 from __future__ import annotations
 
 import csv
+import errno
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,6 +17,31 @@ import numpy as np
 from PIL import Image
 
 COLUMNS = ("path", "score", "prediction", "anomaly_map", "map_max", "defect_mask", "error")
+
+
+#: errors of a write that the user's disk, not adlight, caused: reported as one line naming the file
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG)
+
+
+def write_failure(path: Path | str | None, error: OSError, what: str = "") -> str:
+    """One line's reason for a failed write of ``path`` (a full disk says so)."""
+    target = f"{what} {path}".strip() if path is not None else (what or "a file")
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write {target}: the disk is full"
+    return f"cannot write {target}: {error.strerror or error}"
+
+
+def write_whole(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a hidden partial file renamed into place: a reader (a
+    compare, a resumed run) sees the whole file or none. A failure raises ``OSError`` naming
+    ``path``, and leaves no partial file."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
 
 
 def unique_path(path: Path) -> Path:

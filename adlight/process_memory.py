@@ -34,3 +34,20 @@ def release_freed_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+def available_bytes(device=None) -> int | None:
+    """Memory a computation on ``device`` can still take: the GPU's free memory, or the system's
+    ``MemAvailable``; ``None`` where it cannot be known (another OS)."""
+    if device is not None and getattr(device, "type", str(device)).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

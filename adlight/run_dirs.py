@@ -39,6 +39,22 @@ def next_version(root: str | Path) -> Path:
     return Path(root) / f"version_{max(numbers, default=-1) + 1}"
 
 
+def claim_version(root: str | Path, start: int | None = None) -> Path:
+    """Create and return ``root/version_N`` with the lowest free N from ``start`` (default: one
+    more than the highest there). ``mkdir`` fails when the folder exists, so two processes
+    starting in one root at once never share a version (Lightning's loggers list, then create)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    number = start if start is not None else int(next_version(root).name.split("_")[1])
+    while True:
+        folder = root / f"version_{number}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            number += 1
+
+
 def _only_bookkeeping(folder: Path) -> bool:
     for path in folder.rglob("*"):
         if path.is_file() and not BOOKKEEPING.fullmatch(path.name):
@@ -46,12 +62,13 @@ def _only_bookkeeping(folder: Path) -> bool:
     return True
 
 
-def remove_failed_versions(root: str | Path, before: set[Path]) -> list[Path]:
-    """Remove the ``version_N`` folders under ``root`` that are new since ``before`` and hold only
-    bookkeeping files (a checkpoint or a report keeps its folder). Returns what was removed."""
+def remove_failed_versions(own: list[Path]) -> list[Path]:
+    """Remove the run's ``own`` version folders (those it created) that hold only bookkeeping
+    files (a checkpoint or a report keeps its folder); never a folder another process created
+    meanwhile in the same root. Returns what was removed."""
     removed = []
-    for folder in sorted(versions(root) - before):
-        if _only_bookkeeping(folder):
+    for folder in own:
+        if folder.is_dir() and _only_bookkeeping(folder):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

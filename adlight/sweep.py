@@ -39,11 +39,14 @@ one feature read together; splitting them would scatter one sweep over files.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import itertools
 import json
 import re
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,19 +193,22 @@ class SweepJob(_JobBase):
         self.runner = runner
 
     def __call__(self, args: list[str], root: str) -> dict[str, Any]:
+        stderr = _ErrorLines(sys.stderr)
         try:
-            self.runner(list(args))  # bad input raises AdlightError, whose message names the problem
+            with contextlib.redirect_stderr(stderr):
+                self.runner(list(args))  # bad input raises AdlightError, whose message names the problem
         except SystemExit as exit_:  # the argument parser's errors (printed to stderr) exit 2
             if exit_.code not in (0, None):
-                raise RuntimeError(f"adlight {' '.join(args)} exited with status {exit_.code}") from None
+                raise RunFailed(stderr.last or f"adlight {' '.join(args)} exited with status {exit_.code}") from None
         except Exception as error:
             from adlight.cli_errors import adlight_cause, one_line
 
             # bad input reaches here wrapped by the argument parser; its own line names the
             # problem, and a traceback sent back by submitit then ends with that line
             cause = adlight_cause(error)
-            if cause is None:
-                raise
+            if cause is None:  # a crash: its traceback goes to the run's log, its last line to the row
+                traceback.print_exc()
+                raise RunFailed(f"{type(error).__name__}: {one_line(error)}") from None
             raise RunFailed(one_line(cause)) from None
         found = latest_report(Path(root))
         if found:  # written last: its presence says the run finished with these arguments
@@ -216,6 +222,55 @@ class SweepJob(_JobBase):
         if resumed[:1] == ["fit"]:
             resumed.append("--ckpt_path=last")
         return DelayedSubmission(self, resumed, root)
+
+
+class _ErrorLines(io.TextIOBase):
+    """stderr passed through, remembering the last ``adlight...: error: ...`` line written."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.last, self._pending = stream, None, ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            if re.match(r"adlight( [\w-]+)?: error: ", line):
+                self.last = line.split(": error: ", 1)[1]
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    # what a library may ask of sys.stderr (a terminal? its descriptor, its encoding)
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", "utf-8")
+
+
+def check_runs(runs: list[SweepRun], runner: Runner) -> None:
+    """Parse every run's arguments (``--print_config``: nothing is built, read or written) before
+    any run starts, so that a bad override stops the sweep with one line, not N failed runs."""
+    from adlight.cli_errors import adlight_cause, one_line
+
+    for run in runs:
+        stderr = _ErrorLines(io.StringIO())
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+                runner([*run.args, "--print_config"])
+        except SystemExit as exit_:
+            if exit_.code not in (0, None):
+                raise ConfigError(f"run {run.name}: {stderr.last or 'its arguments do not parse'} "
+                                  "(nothing was launched)") from None
+        except Exception as error:  # noqa: BLE001 - named in one line; the run would fail alike
+            cause = adlight_cause(error)
+            raise ConfigError(f"run {run.name}: {one_line(cause or error)} (nothing was launched)") from None
 
 
 def _executor(sweep: Sweep, cluster: str):
@@ -279,6 +334,8 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
     if runner is None:
         raise ConfigError("run_sweep needs a runner (adlight.cli.run) unless dry_run")
 
+    if runs:
+        check_runs(runs, runner)
     rows: list[dict[str, Any]] = reused
     if cluster == "inprocess":
         for run in runs:
@@ -359,6 +416,9 @@ def _parse_pairs(items: list[str], flag: str, split_values: bool) -> dict[str, A
         if not sep or not key:
             raise ConfigError(f"{flag} takes key=value, got {item!r}")
         if split_values:
+            if not value.strip() or any(not v.strip() for v in value.split(",")):
+                # an empty value would run with null (an unseeded run for seed_everything)
+                raise ConfigError(f"{flag} {item!r}: {key} has an empty value; give {key}=V1,V2,...")
             out[key] = [yaml.safe_load(v) for v in value.split(",")]
         else:
             out[key] = yaml.safe_load(value)
@@ -408,8 +468,21 @@ def main(argv: list[str], runner: Runner) -> list[dict[str, Any]]:
     """``adlight sweep ARGV``; ``runner`` runs one adlight command (``adlight.cli`` hands it in)."""
     try:
         sweep, ns = parse_args(list(argv))
-        return run_sweep(sweep, runner, dry_run=ns.dry_run, wait=ns.wait, reuse=ns.reuse)
+        rows = run_sweep(sweep, runner, dry_run=ns.dry_run, wait=ns.wait, reuse=ns.reuse)
     except ConfigError as error:
         print(f"adlight sweep: error: {error}", file=sys.stderr)
         sys.exit(2)
+    exit_on_failed_runs(rows, "adlight sweep")
+    return rows
+
+
+def exit_on_failed_runs(rows: list[dict[str, Any]], command: str) -> None:
+    """Each failed run's one-line reason, and exit 1 when there is any."""
+    failed = [row for row in rows if row.get("status") == "failed"]
+    if not failed:
+        return
+    print(f"{command}: {len(failed)} of {len(rows)} runs failed:", file=sys.stderr)
+    for row in failed:
+        print(f"  {row['run']}: {row.get('error', 'failed')}", file=sys.stderr)
+    sys.exit(1)
 

@@ -101,7 +101,7 @@ BAD_INPUT = [
     ("batch-size-negative", "fit", AE, ["--data.loader.batch_size=-4"], ["batch_size", "-4"]),
     ("workers-negative", "fit", AE, ["--data.loader.num_workers=-1"], ["num_workers", "-1"]),
     # values the parser refuses: the argument and value, not the usage of every option
-    ("precision-unknown", "fit", AE, ["--trainer.precision=bf17"], ["trainer.precision=bf17", "Literal"]),
+    ("precision-unknown", "fit", AE, ["--trainer.precision=bf17"], ["trainer.precision=bf17", "must be one of", "bf16-mixed"]),
     ("latent-dim-float", "fit", AE, ["--model.network.init_args.latent_dim=1.5"],
      ["model.network.latent_dim=1.5", "int"]),
     ("optimizer-unknown", "fit", AE, ["--model.optimizer.class_path=torch.optim.Nope"],

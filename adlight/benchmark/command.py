@@ -35,6 +35,7 @@ from adlight.sweep import (
     Runner,
     Sweep,
     _parse_pairs,
+    exit_on_failed_runs,
     latest_report,
     run_sweep,
     write_summary,
@@ -176,6 +177,7 @@ def _main(argv: list[str], runner: Runner) -> Path | None:
         raise DataError(f"--root {ns.root} is not a folder")
     ns.output = ns.output or ns.from_runs or str(Path("runs/benchmark") / table.name)
     started = time.perf_counter()
+    ran_here = not ns.from_runs
     if ns.from_runs:
         folder = Path(ns.from_runs)
         configs = [str(c) for c in table_configs(table, Path(ns.configs),
@@ -209,4 +211,6 @@ def _main(argv: list[str], runner: Runner) -> Path | None:
                               header, wilcoxon_rows(table, results))
     print(markdown.read_text())
     print(f"wrote {markdown} and {markdown.with_suffix('.csv')}")
+    if ran_here:  # the table is written with what finished; the command still says runs failed
+        exit_on_failed_runs(rows, "adlight benchmark")
     return markdown

@@ -33,9 +33,9 @@ from adlight.callbacks.misclassified import (
     find_misclassified,
     write_confusion_csv,
 )
-from adlight.errors import ConfigError
+from adlight.errors import ConfigError, OutputError
 from adlight.metrics import ALL_CLASSES
-from adlight.prediction_files import unique_path
+from adlight.prediction_files import unique_path, write_failure, write_whole
 from adlight.report_page import build_run_page
 from adlight.results import TestResults
 
@@ -168,6 +168,13 @@ class TestReport(Callback):
         self._notes: list[str] = []
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
+        try:
+            self._write_report(trainer, pl_module)
+        except OSError as error:  # a full disk, a folder made read-only meanwhile: one line
+            where = Path(error.filename) if error.filename else run_directory(trainer)
+            raise OutputError(f"test report: {write_failure(where, error)}") from None
+
+    def _write_report(self, trainer: L.Trainer, pl_module) -> None:
         # every rank asks: under DDP trainer.log_dir is a broadcast, and a rank that skips it
         # leaves rank 0 waiting on a peer that has moved on (measured: gloo "connection closed")
         directory = run_directory(trainer)
@@ -178,7 +185,7 @@ class TestReport(Callback):
         report["model"] = results.model_name
         report["checkpoint"] = trainer.ckpt_path
         metrics_path = unique_path(directory / "metrics.json")
-        metrics_path.write_text(json.dumps(_json_ready(report), indent=2) + "\n")
+        write_whole(metrics_path, json.dumps(_json_ready(report), indent=2) + "\n")
         self.written = [metrics_path]
         self._notes = []
         self.confusion = confusion_rows(report)

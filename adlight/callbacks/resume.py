@@ -13,14 +13,21 @@
 
 from __future__ import annotations
 
+import os
 import random
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from adlight.errors import OutputError
+from adlight.prediction_files import write_failure
 
 RNG_STATE_KEY = "adlight_rng_states"
 LAST_NAME = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION
@@ -106,10 +113,43 @@ class RandomStateCheckpoint(Callback):
             _set_rng_states(checkpoint[RNG_STATE_KEY])
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a hidden ``.NAME.partial`` beside their path and renamed into place
+    once complete: a full disk or a killed process never leaves a truncated ``last.ckpt`` that
+    ``--ckpt_path last`` would pick, and the previous one stays. A write failure is one
+    :class:`OutputError` line naming the checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(checkpoint, partial)
+            os.replace(partial, path)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            kept = "; the previous one is kept" if path.exists() else ""
+            raise OutputError(f"{write_failure(path, error, 'checkpoint')}{kept}") from None
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """A zip written to its end (torch.save's format): a truncated file has no central directory."""
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
 def find_last_checkpoint(run_root: str | Path) -> Path | None:
-    """The most recently written ``last*.ckpt`` under ``run_root`` (``<root>/version_*/...``)."""
+    """The most recently written complete ``last*.ckpt`` under ``run_root`` (``<root>/version_*/...``);
+    a truncated one (a full disk under another writer) is skipped with a warning."""
     run_root = Path(run_root)
     if not run_root.is_dir():
         return None
     candidates = [p for p in run_root.rglob("last*.ckpt") if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
+        if is_complete_checkpoint(path):
+            return path
+        warnings.warn(f"ckpt_path last: {path} is truncated or corrupt (not a complete checkpoint); "
+                      "using an older one", UserWarning, stacklevel=2)
+    return None

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from adlight.checks import check_int, check_seed
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
-from adlight.data.images import list_images
+from adlight.data.images import list_images, warn_not_images
 from adlight.data.loader import LoaderOptions, usable_workers
 from adlight.data.predict import PredictImageDataset, PredictLoader, collate_readable
 from adlight.data.transforms import eval_transform
@@ -257,7 +257,9 @@ class AnomalyDataModule(L.LightningDataModule):
         )
 
     def _build_predict_set(self) -> PredictImageDataset:
-        files = list_images(self.predict_dir, argument="predict_dir", required=True)
+        # broken symlinks too: they are listed in scores.csv with their error, never dropped
+        files = list_images(self.predict_dir, argument="predict_dir", required=True, broken_links=True)
+        warn_not_images(self.predict_dir, "predict_dir")
         samples = [Sample(str(p), -1, -1) for p in files]
         return PredictImageDataset(samples, self.channels, self.image_size, self.strict_predict)
 

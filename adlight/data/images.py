@@ -21,6 +21,7 @@ from adlight.image_files import (  # noqa: F401 (re-exported: the data layer's n
     list_images,
     open_image,
     to_float_array,
+    warn_not_images,
 )
 
 

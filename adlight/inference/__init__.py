@@ -10,15 +10,40 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from adlight.errors import ConfigError
+from adlight.errors import ConfigError, DataError
 from adlight.inference.images import image_batch
 
-__all__ = ["Inferencer"]
+__all__ = ["Inferencer", "MetadataError", "check_batch_size"]
+
+
+class MetadataError(ConfigError, DataError):
+    """A ``metadata.json`` field that is missing or of the wrong type (a config of the export and
+    data the runner reads: either ``except`` catches it)."""
+
+
+def check_batch_size(value, name: str = "batch_size") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise DataError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_field(path: Path, name: str, value, ok: bool, expected: str) -> None:
+    if not ok:
+        raise MetadataError(f"{path}: field {name} must be {expected}, got {value!r}")
 
 
 def _load_metadata(folder: Path) -> dict:
@@ -27,9 +52,31 @@ def _load_metadata(folder: Path) -> dict:
         raise ConfigError(f"exported folder {folder} has no metadata.json: write it with adlight export")
     try:
         metadata = json.loads(path.read_text())
-        metadata["model_file"], metadata["input"]["channels"]  # noqa: B018  (required keys)
-    except (ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"{path} is not an adlight export's metadata ({type(error).__name__}: {error})") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MetadataError(f"{path} is not an adlight export's metadata ({type(error).__name__}: {error})") from None
+    _check_field(path, "(top level)", type(metadata).__name__, isinstance(metadata, dict), "a JSON object")
+    for name in ("model_file", "format", "model_sha256"):
+        value = metadata.get(name)
+        _check_field(path, name, value, isinstance(value, str) and bool(value), "a non-empty string")
+    _check_field(path, "model_file", metadata["model_file"], Path(metadata["model_file"]).name == metadata["model_file"],
+                 "a file name inside the exported folder")
+    spec = metadata.get("input")
+    _check_field(path, "input", spec, isinstance(spec, dict), "an object")
+    _check_field(path, "input.name", spec.get("name"), isinstance(spec.get("name"), str), "a string")
+    for name in ("channels", "height", "width"):
+        value = spec.get(name)
+        _check_field(path, f"input.{name}", value, _is_int(value) and value >= 1, "an int >= 1")
+    _check_field(path, "input.channels", spec["channels"], spec["channels"] in (1, 3), "1 or 3")
+    outputs = metadata.get("outputs")
+    _check_field(path, "outputs", outputs, isinstance(outputs, list) and bool(outputs)
+                 and all(o in OUTPUT_NAMES for o in outputs) and "score" in outputs,
+                 f"a list of {', '.join(OUTPUT_NAMES)} holding score")
+    for kind in ("image_threshold", "pixel_threshold"):
+        entry = metadata.get(kind, {})
+        _check_field(path, kind, entry, isinstance(entry, dict), 'an object {"value": number or null}')
+        value = entry.get("value")
+        _check_field(path, f"{kind}.value", value, value is None or (_is_number(value) and math.isfinite(value)),
+                     "a finite number or null")
     return metadata
 
 
@@ -127,9 +174,17 @@ class Inferencer:
         return list(self.metadata["outputs"])
 
     def predict(self, images, batch_size: int = 32) -> dict[str, np.ndarray]:
-        """Paths or arrays -> ``score``, ``prediction`` and, when it localises, maps and masks."""
+        """Paths or arrays -> ``score``, ``prediction`` and, when it localises, maps and masks.
+
+        Arrays: uint8 as they are; uint16 / 65535; other integer dtypes when every value is in
+        [0, 255]; float when finite and in [0, 1]. Anything else (a float image in 0-255, NaN,
+        values out of range, an empty batch) and ``batch_size`` < 1 raise a one-line
+        :class:`DataError` naming the dtype, the range or the argument: never a score of
+        wrapped or clipped pixels.
+        """
+        batch_size = check_batch_size(batch_size)
         batch = image_batch(images, self.channels, self.height, self.width)
-        parts = [self.runtime(batch[i:i + batch_size]) for i in range(0, len(batch), max(1, batch_size))]
+        parts = [self.runtime(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]
         result = {name: np.concatenate([p[name] for p in parts]) for name in self.outputs}
         if self.image_threshold is not None:
             result["prediction"] = (result["score"] >= self.image_threshold).astype(np.int64)

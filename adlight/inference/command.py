@@ -12,14 +12,29 @@ from pathlib import Path
 
 import numpy as np
 
-from adlight.errors import DataError
-from adlight.inference import Inferencer
+from adlight.errors import ConfigError, DataError
+from adlight.inference import Inferencer, check_batch_size
 from adlight.inference.images import list_images, read_image, to_uint8
 from adlight.prediction_files import start_scores_csv, unique_path, write_prediction_rows
 
+#: arguments of a checkpoint run, which an exported model does not take (it holds its model)
+CHECKPOINT_ARGUMENTS = ("--ckpt_path", "--config", "--model", "--trainer", "--data.class_path", "--seed_everything")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one :class:`ConfigError` line, not a usage block."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message}")
+
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="adlight predict --exported", description=__doc__.splitlines()[0])
+    mixed = [a.split("=", 1)[0] for a in argv
+             if a.split("=", 1)[0].startswith(CHECKPOINT_ARGUMENTS) and a.startswith("--")]
+    if mixed:
+        raise ConfigError(f"--exported runs the exported model alone and takes no {', '.join(dict.fromkeys(mixed))}: "
+                          "drop them, or drop --exported to predict from a checkpoint")
+    parser = OneLineParser(prog="adlight predict --exported", description=__doc__.splitlines()[0])
     parser.add_argument("--exported", required=True, help="the folder adlight export wrote")
     parser.add_argument("--data.predict_dir", dest="predict_dir", required=True, help="images to score")
     parser.add_argument("--out", default=None, help="where predictions/ goes (default: the exported folder)")
@@ -27,7 +42,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--prediction_writer.map_max", dest="map_max", type=float, default=None,
                         help="map PNG scale (default: twice the pixel threshold)")
     parser.add_argument("--threads", type=int, default=None, help="runtime threads")
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    check_batch_size(options.batch_size, "--batch_size")
+    if options.threads is not None and options.threads < 1:
+        raise ConfigError(f"--threads must be an int >= 1, got {options.threads}")
+    return options
 
 
 def main(argv: list[str]) -> Path:

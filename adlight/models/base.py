@@ -59,6 +59,19 @@ class AnomalyModule(L.LightningModule):
     #: variants); the evaluator reports the AUROC of each and their mean and std
     sweep_nus: tuple[float, ...] = ()
 
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             **kwargs):
+        """Lightning's loader, with the arguments a family is handed by config (network,
+        features, optimiser) rebuilt from the run config the checkpoint holds, so that
+        ``PatchCoreModel.load_from_checkpoint(path)`` needs nothing else."""
+        from adlight.models.from_checkpoint import built_arguments
+
+        kwargs = {**built_arguments(cls, checkpoint_path, kwargs), **kwargs}
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location,
+                                            hparams_file=hparams_file, strict=strict, **kwargs)
+
     def __init__(
         self,
         image_threshold: ThresholdArg = "val_f1",

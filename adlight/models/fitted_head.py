@@ -16,8 +16,16 @@ from torch import Tensor, nn
 
 from adlight.errors import ConfigError
 from adlight.models.base import AnomalyModule, ThresholdArg
-from adlight.models.training_normals import gather_training_features, is_last_epoch
-from adlight.process_memory import release_freed_memory
+from adlight.models.training_normals import (
+    gather_training_features,
+    is_last_epoch,
+    training_normals_dataset,
+)
+from adlight.process_memory import available_bytes, release_freed_memory
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MB"
 
 
 class FittedHeadMixin:
@@ -133,6 +141,34 @@ class FittedHeadMixin:
     def on_fit_start(self) -> None:
         super().on_fit_start()
         self._head_fitted_at_step = None
+        if self.uses_fitted_head:
+            self.check_fit_memory()
+
+    # ----- limits before work starts ----------------------------------------------------
+    def fit_memory_bytes(self, n_images: int) -> int | None:
+        """Bytes the head's fit needs for ``n_images`` training normals (features and working
+        set); ``None``: this family does not estimate (its features are small)."""
+        return None
+
+    def fit_memory_advice(self, n_images: int, available: int) -> str:
+        """The setting that would make the fit fit in ``available`` bytes (one clause)."""
+        return "use smaller images (--data.image_size) or fewer training images"
+
+    def check_fit_memory(self) -> None:
+        """Refuse, before any feature is extracted, a fit that needs more memory than the device
+        has free, with one line saying what would fit."""
+        try:
+            n_images = len(training_normals_dataset(self.trainer))
+        except (ConfigError, TypeError):
+            return  # no adlight datamodule: gather_training_features names the problem
+        need = self.fit_memory_bytes(n_images)
+        available = available_bytes(self.device)
+        if need is None or available is None or need <= 0.9 * available:
+            return
+        raise ConfigError(
+            f"{type(self).__name__}'s fit needs about {_size(need)} for {n_images} training "
+            f"images, more than the {_size(available)} free on {self.device}: "
+            f"{self.fit_memory_advice(n_images, int(0.9 * available))}")
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()

@@ -22,6 +22,8 @@ buffers live in the checkpoint.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -235,8 +237,15 @@ class PatchCoreModel(PatchModel):
         projected = min(self.projection_dim or self.features.feature_dim, self.features.feature_dim)
         return rows * (2 * self.features.feature_dim + 4 * projected + 8)
 
+    def fit_memory_advice(self, n_images: int, available: int) -> str:
+        share = max(0.01, round(self.patch_sample * available / self.fit_memory_bytes(n_images) * 0.9, 2))
+        return f"keep fewer candidates (--model.init_args.patch_sample {share}) or use smaller images"
+
     def on_fit_start(self) -> None:
-        super().on_fit_start()
+        self._check_memory_limit()
+        super().on_fit_start()  # then the memory the device has free
+
+    def _check_memory_limit(self) -> None:
         if self.memory_limit_gb is None:
             return
         n_images = len(training_normals_dataset(self.trainer))
@@ -346,6 +355,24 @@ class PadimModel(PatchModel):
         d = features.feature_dim
         # positions x D, positions x D x D
         self.register_head(position_mean=torch.empty(0, d), position_precision=torch.empty(0, d, d))
+
+    def fit_memory_bytes(self, n_images: int) -> int:
+        """Training maps (float32) and their float64 copy, the precisions (float64 chunks, then
+        float32), and one chunk's covariance work."""
+        positions, d = self.features.grid_size[0] * self.features.grid_size[1], self.features.feature_dim
+        chunk = min(self.position_chunk, positions)
+        return n_images * d * positions * (4 + 8) + positions * d * d * (8 + 4) + 3 * chunk * d * d * 8
+
+    def fit_memory_advice(self, n_images: int, available: int) -> str:
+        backbone = getattr(self.features, "backbone", None)
+        size = getattr(backbone, "input_size", None)
+        if isinstance(size, int):
+            # positions grow with the square of the backbone's input size
+            fitting = int(size * math.sqrt(available / self.fit_memory_bytes(n_images))) // 8 * 8
+            if fitting >= 8:
+                return (f"use a smaller backbone input (--model.features.init_args.backbone.init_args."
+                        f"input_size {fitting}), fewer feature layers or fewer training images")
+        return "use a smaller backbone input size, fewer feature layers or fewer training images"
 
     def fit_patches(self, features: Tensor) -> dict[str, Tensor]:
         n, d, h, w = features.shape

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ def compare_data(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
                      "thresholds": data["thresholds"]})
         per_run.append({im["path"]: dict(im, **{k: f"{link}/{im[k]}" for k in ("image", "overlay", "predicted") if k in im})
                         for im in data["images"]})
+    _warn_unshared(runs, per_run)
     first = sorted(per_run[0].values(), key=lambda im: (-im["score"], im["index"]))
     paths = [im["path"] for im in first] + sorted(set().union(*per_run) - set(per_run[0]))
     images = []
@@ -75,6 +77,20 @@ def compare_data(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
                                 for e in entries]})
     return {"kind": "compare", "title": "adlight compare: " + ", ".join(r["name"] for r in runs),
             "runs": runs, "images": images}
+
+
+def _warn_unshared(runs: list[dict], per_run: list[dict]) -> None:
+    """Runs tested on other images (another category, another root) are not comparable image by
+    image: say so when they share none, or fewer than half of the smallest run's."""
+    shared = set.intersection(*(set(images) for images in per_run))
+    smallest = min(len(images) for images in per_run)
+    names = ", ".join(run["name"] for run in runs)
+    if not shared:
+        warnings.warn(f"compare: the runs ({names}) share no test image (matched by path): their "
+                      "rows do not line up; compare their metrics only", UserWarning, stacklevel=3)
+    elif len(shared) < smallest / 2:
+        warnings.warn(f"compare: the runs ({names}) share only {len(shared)} test image(s) of "
+                      f"{smallest}: too few to compare image by image", UserWarning, stacklevel=3)
 
 
 def build_compare_page(run_dirs: list[Path], out: Path) -> Path:
