@@ -1,7 +1,8 @@
 """The shared base of every adlight LightningModule.
 
-A model only says how a batch becomes anomaly scores (:meth:`AnomalyModule.anomaly_outputs`);
-this base owns what every family shares: validation chooses thresholds, test computes the
+A model says how images become anomaly scores by building its plain-torch scorer
+(:meth:`AnomalyModule.build_scorer`, ``adlight/nets/scorers``), which every step calls through
+:meth:`AnomalyModule.anomaly_outputs`; this base owns what every family shares: validation chooses thresholds, test computes the
 metrics and hands them to the callbacks as one :class:`~adlight.results.TestResults`, and
 predict returns per-image results. Models with a fitted head add
 :class:`~adlight.models.fitted_head.FittedHeadMixin`.
@@ -16,7 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 
 from adlight.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.errors import ConfigError
@@ -31,6 +32,7 @@ from adlight.metrics import (
     threshold_outside_scores,
 )
 from adlight.models.threshold_refresh import choose_thresholds_after_fit
+from adlight.nets.scorers import describe_network
 from adlight.process_memory import release_freed_memory
 from adlight.results import TestResults
 
@@ -38,7 +40,7 @@ ThresholdArg = float | str | None
 
 
 class AnomalyModule(L.LightningModule):
-    """Base class: subclasses implement :meth:`anomaly_outputs` (and ``training_step``).
+    """Base class: subclasses implement :meth:`build_scorer` (and ``training_step``).
 
     Args:
         image_threshold: image scores at or above it are anomalous. A number (raw score
@@ -93,10 +95,49 @@ class AnomalyModule(L.LightningModule):
     def _initial(mode: ThresholdArg) -> Tensor:
         return torch.tensor(mode if isinstance(mode, float) else math.nan, dtype=torch.float64)
 
-    # ----- what a model implements ------------------------------------------------------
-    def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
-        """``score`` (N) and optionally ``anomaly_map`` (N x 1 x H x W), ``reconstruction``."""
+    # ----- what a model implements: its scorer ------------------------------------------
+    #: the attributes holding the networks an export's ``metadata.json`` describes
+    described_networks: tuple[str, ...] = ()
+
+    def build_scorer(self) -> nn.Module:
+        """This family's plain-torch scorer (``adlight.nets.scorers``), built on the model's own
+        networks and fitted head: ``[0, 1]`` images in, the tuple its ``outputs`` name out."""
         raise NotImplementedError
+
+    def scorer(self) -> nn.Module:
+        """A new scorer in eval mode, for use without the Trainer (export, the contract test).
+
+        Raises :class:`ConfigError` (one line) where this model cannot score alone."""
+        return self.build_scorer().eval()
+
+    def export_facts(self) -> dict[str, Any]:
+        """The model's class and the representation its scores belong to, for ``metadata.json``."""
+        networks = {name: getattr(self, name, None) for name in self.described_networks}
+        return {"model_class": type(self).__name__,
+                "representation": {name: describe_network(module) for name, module in networks.items()
+                                   if isinstance(module, nn.Module)}}
+
+    def scoring_module(self) -> nn.Module:
+        """The scorer the steps call, built once and kept until the head or the device changes."""
+        scorer = self.__dict__.get("_scorer")
+        if scorer is None:
+            scorer = self.build_scorer()
+            self.__dict__["_scorer"] = scorer  # not a submodule: no state-dict keys of its own
+        return scorer
+
+    def drop_scorer(self) -> None:
+        """Forget the kept scorer (its buffers were derived from a head that changed)."""
+        self.__dict__.pop("_scorer", None)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.drop_scorer()  # .to(), .half(): the scorer's derived buffers are rebuilt where the model is
+        return super()._apply(fn, *args, **kwargs)
+
+    def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
+        """``score`` (N) and optionally ``anomaly_map`` (N x 1 x H x W), from the scorer; a family
+        may add extras (a ``reconstruction`` for the figures, a ``score_sweep``)."""
+        scorer = self.scoring_module()
+        return dict(zip(scorer.outputs, scorer(batch["image"]), strict=True))
 
     # ----- training: count the steps the weights have seen --------------------------------
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
