@@ -56,7 +56,7 @@ def instrument() -> None:
     patch.PadimModel.fit_patches = timed("gaussians", patch.PadimModel.fit_patches)
     PadimScorer.patch_scores = timed("mahalanobis", PadimScorer.patch_scores)
     # the shared evaluation: thresholds on validation, metrics and figures on test
-    base.AnomalyModule._val_threshold = timed("thresholds", base.AnomalyModule._val_threshold)
+    base.AnomalyModule.threshold_from_validation = timed("thresholds", base.AnomalyModule.threshold_from_validation)
     base.evaluate = timed("metrics", base.evaluate)
     base.per_class_metrics = timed("metrics", base.per_class_metrics)
     TestReport._figures = timed("figures", TestReport._figures)
