@@ -168,6 +168,16 @@ class AutoencoderModel(FittedHeadMixin, AnomalyModule):
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
 
     # ----- scoring: adlight.nets.scorers.reconstruction ---------------------------------
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[AutoencoderModel]:
+        from adlight.nets import FadaeinejadAE
+
+        def network():
+            return FadaeinejadAE(in_channels=3, image_size=image_size, latent_dim=8)
+
+        return [cls(network(), smoothing_sigma=1.0, image_score="max_smoothed", kde=True),  # KD-CAE's head
+                cls(network(), loss="ssim", anomaly_map="ssim")]
+
     described_networks = ("network",)
 
     def build_scorer(self) -> ReconstructionScorer:

@@ -90,6 +90,13 @@ class AnomalyModule(ThresholdMixin, L.LightningModule):
         networks and fitted head: ``[0, 1]`` images in, the tuple its ``outputs`` name out."""
         raise NotImplementedError
 
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[AnomalyModule]:
+        """Small working instances of this family (tiny networks, random weights), one per
+        variant whose scoring differs, for 3-channel images of ``image_size``: what
+        ``tests/test_scorer_contract.py`` fits, tests, predicts and exports for every family."""
+        raise NotImplementedError(f"{cls.__name__} gives no examples(): the scorer contract test needs them")
+
     def scorer(self) -> nn.Module:
         """A new scorer in eval mode, for use without the Trainer (export, the contract test).
 

@@ -127,5 +127,11 @@ class SupervisedClassifier(AnomalyModule):
     # ----- scoring: adlight.nets.scorers.classifier ---------------------------------------
     described_networks = ("network",)
 
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[SupervisedClassifier]:
+        from adlight.nets import SmallCNN
+
+        return [cls(SmallCNN(in_channels=3, image_size=image_size, blocks=2, num_outputs=n)) for n in (1, 2)]
+
     def build_scorer(self) -> ClassifierScorer:
         return ClassifierScorer(self.network, self.target)

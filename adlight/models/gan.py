@@ -232,6 +232,14 @@ class GANModel(AnomalyModule):
     # ----- anomaly scores -------------------------------------------------------------------
     described_networks = ("discriminator",)
 
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[GANModel]:
+        from adlight.nets import DCGANDiscriminator, DCGANGenerator
+
+        return [cls(DCGANGenerator(latent_dim=8, image_size=image_size, width=8),
+                    DCGANDiscriminator(image_size=image_size, width=8), score=score, latent_search_steps=2)
+                for score in SCORES]
+
     def build_scorer(self) -> DiscriminatorScorer:
         if self.score_name != "discriminator":
             raise ConfigError(

@@ -149,6 +149,12 @@ class OneClassSVMModel(FrozenFeaturesModule):
     # ----- scoring: adlight.nets.scorers.one_class_svm -------------------------------------
     described_networks = ("representation",)
 
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[OneClassSVMModel]:
+        from adlight.nets import RawPixels
+
+        return [cls(RawPixels(), nu=0.5, nu_sweep=3)]
+
     def build_scorer(self) -> LinearOneClassSVMScorer:
         return LinearOneClassSVMScorer(self.representation, self.svm_weights, self.svm_offsets,
                                        self.nus.index(self.nu))

@@ -280,6 +280,13 @@ class PatchCoreModel(PatchModel):
             )
         return {"memory_bank": bank}
 
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[PatchCoreModel]:
+        from adlight.nets import Backbone
+
+        features = PatchFeatures(Backbone("efficientnet_lite0", weights=None, input_size=image_size))
+        return [cls(features, coreset_fraction=0.5, num_neighbours=3, smoothing_sigma=1.0)]
+
     def build_scorer(self) -> PatchCoreScorer:
         # the faiss_ivf index is built on the scorer's first search, and dropped with the
         # scorer when the bank changes
@@ -344,6 +351,13 @@ class PadimModel(PatchModel):
             # Cholesky, not a general inverse: the covariance is symmetric positive definite
             precisions.append(torch.cholesky_inverse(torch.linalg.cholesky(covariance)))
         return {"position_mean": mean.float(), "position_precision": torch.cat(precisions).float()}
+
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[PadimModel]:
+        from adlight.nets import Backbone
+
+        return [cls(PatchFeatures(Backbone("efficientnet_lite0", weights=None, input_size=image_size)),
+                    smoothing_sigma=1.0)]
 
     def build_scorer(self) -> PadimScorer:
         return PadimScorer(self.features, self.position_mean, self.position_precision, self.smoothing_sigma)

@@ -21,6 +21,9 @@ class Scorer(nn.Module):
 
     #: the names of ``forward``'s outputs, in order
     outputs: tuple[str, ...] = SCORE_ONLY
+    #: how closely an exported graph of it (ONNX Runtime, OpenVINO) reproduces its outputs,
+    #: relative to the largest value (``docs/export.md``)
+    export_rtol: float = 1e-4
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         raise NotImplementedError
