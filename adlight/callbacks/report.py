@@ -2,7 +2,7 @@
 misclassified images among them), a printed table, logger panels, and the results page
 (report.html).
 
-It reads the model's :class:`~adlight.results.TestResults` (``pl_module.test_results``) only.
+It reads the model's :class:`~adlight.metrics.results.TestResults` (``pl_module.test_results``) only.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from adlight.callbacks.misclassified import (
 )
 from adlight.errors import ConfigError
 from adlight.metrics import ALL_CLASSES
+from adlight.metrics.results import TestResults
 from adlight.prediction_files import unique_path
 from adlight.report_page import build_run_page
-from adlight.results import TestResults
 
 
 def run_directory(trainer: L.Trainer) -> Path:

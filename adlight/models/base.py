@@ -4,7 +4,7 @@ A model says how images become anomaly scores by building its plain-torch scorer
 (:meth:`AnomalyModule.build_scorer`, ``adlight/nets/scorers``), which every step calls through
 :meth:`AnomalyModule.anomaly_outputs`; this base owns what every family shares: validation chooses thresholds
 (:class:`~adlight.models.thresholds.ThresholdMixin`), test computes the
-metrics and hands them to the callbacks as one :class:`~adlight.results.TestResults`, and
+metrics and hands them to the callbacks as one :class:`~adlight.metrics.results.TestResults`, and
 predict returns per-image results. Models with a fitted head add
 :class:`~adlight.models.fitted_head.FittedHeadMixin`.
 """
@@ -20,7 +20,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from adlight.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.errors import ConfigError
 from adlight.metrics import (
     auroc,
@@ -30,10 +29,11 @@ from adlight.metrics import (
     pixel_ranking,
     threshold_outside_scores,
 )
+from adlight.metrics.epoch_outputs import EpochCollector, EpochOutputs
+from adlight.metrics.results import TestResults
 from adlight.models.thresholds import ThresholdArg, ThresholdMixin
 from adlight.nets.scorers import describe_network
 from adlight.process_memory import release_freed_memory
-from adlight.results import TestResults
 
 __all__ = ["AnomalyModule", "ThresholdArg"]
 

@@ -27,7 +27,6 @@ from torch import Tensor
 
 from adlight.checks import check_fraction, check_int
 from adlight.errors import ConfigError
-from adlight.losses import full_precision
 from adlight.models.base import ThresholdArg
 from adlight.models.fitted_head import FrozenFeaturesModule
 from adlight.models.training_normals import training_normals_dataset
@@ -39,6 +38,7 @@ from adlight.nets.memory_bank import (
     greedy_coreset,
 )
 from adlight.nets.patch_features import PatchFeatures
+from adlight.nets.precision import full_precision
 from adlight.nets.scorers.patch import (
     PadimScorer,
     PatchCoreScorer,

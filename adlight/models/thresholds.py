@@ -23,8 +23,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from adlight.epoch_outputs import EpochOutputs
 from adlight.metrics import f1_optimal_threshold, has_both_classes, parse_threshold
+from adlight.metrics.epoch_outputs import EpochOutputs
 
 ThresholdArg = float | str | None
 

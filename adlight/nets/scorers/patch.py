@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adlight.errors import ConfigError
-from adlight.losses import full_precision
 from adlight.nets.maps import smooth
 from adlight.nets.memory_bank import BankSearch
+from adlight.nets.precision import full_precision
 from adlight.nets.scorers.base import LOCALISING, Scorer
 
 #: backbone input pixels per chunk on the CPU (4 images at 256 px, 1 at 512 px; measured in

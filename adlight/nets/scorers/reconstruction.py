@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.image.ssim import _gaussian_kernel_2d
 
-from adlight.losses import full_precision
 from adlight.nets.maps import smooth
+from adlight.nets.precision import full_precision
 from adlight.nets.scorers.base import LOCALISING, Scorer
 
 
