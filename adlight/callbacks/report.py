@@ -33,6 +33,7 @@ from adlight.callbacks.misclassified import (
     find_misclassified,
     write_confusion_csv,
 )
+from adlight.checks import is_int
 from adlight.errors import ConfigError
 from adlight.metrics import ALL_CLASSES
 from adlight.metrics.results import TestResults
@@ -156,7 +157,7 @@ class TestReport(Callback):
     __test__ = False  # not a pytest test class, whatever its name
 
     def __init__(self, figures: bool = True, page: bool = True, misclassified: int = 16) -> None:
-        if isinstance(misclassified, bool) or not isinstance(misclassified, int) or misclassified < 0:
+        if not is_int(misclassified) or misclassified < 0:
             raise ConfigError(f"misclassified must be a whole number >= 0 (0: no figure), got {misclassified!r}")
         self.figures = figures
         self.page = page

@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from adlight.checks import is_number
 from adlight.errors import ConfigError
 from adlight.metrics import (
     auroc,
@@ -232,7 +233,7 @@ class AnomalyModule(ThresholdMixin, L.LightningModule):
             logged.update({f"test/per_class/{name}/{k}": v for k, v in row.items()})
         self.log_dict(
             {k: float(v) for k, v in logged.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool)
+             if is_number(v)
              and math.isfinite(v) and not k.rsplit("/", 1)[-1].startswith("n_")},
             sync_dist=True,
         )

@@ -20,6 +20,7 @@ import torch
 from sklearn.svm import OneClassSVM
 from torch import Tensor, nn
 
+from adlight.checks import is_int, is_number
 from adlight.errors import ConfigError
 from adlight.models.base import ThresholdArg
 from adlight.models.fitted_head import FrozenFeaturesModule
@@ -69,9 +70,9 @@ class OneClassSVMModel(FrozenFeaturesModule):
     ) -> None:
         super().__init__(image_threshold, None, num_examples)
         self.save_hyperparameters(ignore=["representation"])
-        if isinstance(nu, bool) or not isinstance(nu, (int, float)) or not 0.0 < nu <= 1.0:
+        if not is_number(nu) or not 0.0 < nu <= 1.0:
             raise ConfigError(f"nu must be a number in (0, 1], got {nu!r}")
-        if isinstance(nu_sweep, bool) or not isinstance(nu_sweep, int) or nu_sweep < 0 or nu_sweep == 1:
+        if not is_int(nu_sweep) or nu_sweep < 0 or nu_sweep == 1:
             raise ConfigError(f"nu_sweep must be 0 or an int >= 2, got {nu_sweep!r}")
         self.representation = representation.requires_grad_(False)
         self.sweep_nus = tuple(float(v) for v in np.linspace(0.01, 0.99, nu_sweep).round(4)) if nu_sweep else ()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from adlight.checks import check_fraction, check_int
+from adlight.checks import check_fraction, check_int, is_number
 from adlight.errors import ConfigError
 from adlight.models.base import ThresholdArg
 from adlight.models.fitted_head import FrozenFeaturesModule
@@ -74,7 +74,7 @@ class PatchModel(FrozenFeaturesModule):
             raise ConfigError(
                 f"features must be an adlight.nets.PatchFeatures, got {type(features).__name__}"
             )
-        if isinstance(smoothing_sigma, bool) or not isinstance(smoothing_sigma, (int, float)) \
+        if not is_number(smoothing_sigma) \
                 or smoothing_sigma < 0:
             raise ConfigError(f"smoothing_sigma must be a number >= 0, got {smoothing_sigma!r}")
         self.features = features.requires_grad_(False)
@@ -326,7 +326,7 @@ class PadimModel(PatchModel):
     ) -> None:
         super().__init__(features, smoothing_sigma, image_threshold, pixel_threshold, num_examples)
         self.save_hyperparameters(ignore=["features"])
-        if isinstance(covariance_eps, bool) or not isinstance(covariance_eps, (int, float)) \
+        if not is_number(covariance_eps) \
                 or covariance_eps <= 0:
             raise ConfigError(f"covariance_eps must be a number > 0, got {covariance_eps!r}")
         check_int("position_chunk", position_chunk)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from adlight.checks import check_fraction
+from adlight.checks import check_fraction, is_int
 from adlight.errors import ConfigError
 
 SearchBackend = Literal["auto", "faiss", "sklearn", "torch", "faiss_ivf"]
@@ -195,7 +195,7 @@ def search_recall(approximate: Tensor, exact: Tensor, tolerance: float = 1e-3) -
 
 
 def _check_k(k: object, bank_size: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= bank_size:
+    if not is_int(k) or not 1 <= k <= bank_size:
         raise ConfigError(f"k must be an int in [1, {bank_size}] (the bank size), got {k!r}")
     return k
 
