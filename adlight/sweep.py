@@ -196,7 +196,7 @@ class SweepJob(_JobBase):
             if exit_.code not in (0, None):
                 raise RuntimeError(f"adlight {' '.join(args)} exited with status {exit_.code}") from None
         except Exception as error:
-            from adlight.cli_errors import adlight_cause, one_line
+            from adlight.cli.one_line import adlight_cause, one_line
 
             # bad input reaches here wrapped by the argument parser; its own line names the
             # problem, and a traceback sent back by submitit then ends with that line

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "adlight"
+#: modules of adlight/cli/ that are layers of their own: "cli" is the CLI proper (cli/app.py)
+CLI_HELPERS = ("arguments", "checkpoints", "config_files", "one_line", "run_dirs")
 
 #: layer (a package or module under adlight/) -> adlight modules it must not import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
@@ -27,11 +29,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # across processes (metrics/epoch_outputs.py) and what a test hands to the callbacks as
     # plain data (metrics/results.py)
     "metrics": ("nets", "data", "models", "callbacks", "cli", "sweep", "tracking", "report_page"),
-    # the CLI's helpers check files, parsed values and run folders before any class is built
-    **{helper: ("nets", "data", "models", "callbacks", "metrics", "sweep", "report_page")
-       for helper in ("arguments", "checkpoints", "cli_errors", "run_dirs")},
-    # composing config files is YAML work, before any class is built
-    "config_files": ("nets", "data", "models", "callbacks", "metrics", "sweep", "report_page"),
+    # the CLI's helpers (adlight/cli/, beside the CLI proper in cli/app.py) check files, parsed
+    # values and run folders, and compose config files, before any class is built; they are
+    # leaves the CLI proper and other layers use (importing one does not import the CLI)
+    **{f"cli.{helper}": ("nets", "data", "models", "callbacks", "metrics", "sweep", "report_page", "cli")
+       for helper in CLI_HELPERS},
     # models turn batches into scores; callbacks are attached by the trainer, not imported
     "models": ("data", "callbacks", "cli", "sweep", "tracking", "report_page"),
     # callbacks read test results through adlight.metrics.results (the Frechet callback reads the
@@ -66,9 +68,16 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 }
 
 
+def _layer_of(parts: list[str]) -> str:
+    """The layer of the module ``adlight.<parts>``: its top-level package or module, or
+    ``cli.<helper>`` for the CLI's helpers."""
+    if parts[0] == "cli" and len(parts) > 1 and parts[1] in CLI_HELPERS:
+        return f"cli.{parts[1]}"
+    return parts[0]
+
+
 def _layer(path: Path) -> str:
-    relative = path.relative_to(PACKAGE)
-    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+    return _layer_of(list(path.relative_to(PACKAGE).with_suffix("").parts))
 
 
 def _adlight_imports(path: Path) -> list[tuple[int, str]]:
@@ -86,7 +95,7 @@ def _adlight_imports(path: Path) -> list[tuple[int, str]]:
         for name in names:
             parts = name.split(".")
             if parts[0] == "adlight" and len(parts) > 1:
-                found.append((node.lineno, parts[1]))
+                found.append((node.lineno, _layer_of(parts[1:])))
     return found
 
 

@@ -9,7 +9,7 @@ import yaml
 from config_goldens import CONFIGS, GOLDENS, experiments, golden_path, resolve
 
 from adlight.cli import LINKED_SIZES, AdlightCLI, main
-from adlight.config_files import load_config, merge
+from adlight.cli.config_files import load_config, merge
 
 # intentional: the network's image_size is linked to data.image_size, so it is no longer printed
 LINKED = {target for _, target in LINKED_SIZES}

@@ -16,7 +16,7 @@ for long and distributed runs:
 - ``adlight compare RUN_DIR RUN_DIR ...`` writes one page of test runs side by side;
 - ``adlight benchmark TABLE --root DATA`` regenerates a paper's table (:mod:`adlight.benchmark`).
 
-A config file may extend another (``base: _base.yaml``, :mod:`adlight.config_files`), and the
+A config file may extend another (``base: _base.yaml``, :mod:`adlight.cli.config_files`), and the
 datamodule's ``image_size`` drives the network's (see :data:`LINKED_SIZES`). ``adlight export``
 and ``adlight predict --exported`` dispatch to :mod:`adlight.export` / :mod:`adlight.inference`.
 
@@ -35,10 +35,10 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from adlight import arguments, run_dirs
 from adlight.callbacks import PredictionWriter, TestReport
 from adlight.callbacks.resume import LastCheckpoint, RandomStateCheckpoint, find_last_checkpoint
-from adlight.checkpoints import (
+from adlight.cli import arguments, run_dirs
+from adlight.cli.checkpoints import (
     SPECIAL_PATHS,
     Checkpoint,
     check_parameter_shapes,
@@ -47,8 +47,8 @@ from adlight.checkpoints import (
     read_checkpoint,
     with_run_config,
 )
-from adlight.cli_errors import AdlightParser, adlight_cause, one_line
-from adlight.config_files import expand_config_args, load_config
+from adlight.cli.config_files import expand_config_args, load_config
+from adlight.cli.one_line import AdlightParser, adlight_cause, one_line
 from adlight.data import AnomalyDataModule
 from adlight.errors import ConfigError
 from adlight.models import AnomalyModule
@@ -315,7 +315,7 @@ def main(args: list[str] | None = None) -> None:
             from adlight.export.command import main as export_main
             from adlight.inference.command import main as exported_predict_main
 
-            # the export is handed the CLI that builds the model: it never imports cli.py
+            # the export is handed the CLI that builds the model: it never imports the CLI
             export_main(argv[1:], AdlightCLI) if argv[0] == "export" else exported_predict_main(argv[1:])
             return
         run(args)
