@@ -5,10 +5,20 @@ from __future__ import annotations
 from adlight.errors import AdlightError, ConfigError
 
 
+def is_int(value: object) -> bool:
+    """Whether ``value`` is an int; a bool is not (``True`` would pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """Whether ``value`` is an int or a float; a bool is not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_int(name: str, value: object, minimum: int = 1,
               error: type[AdlightError] = ConfigError) -> int:
     """``value`` if it is an int >= ``minimum`` (a bool is not), else ``error`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise error(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
 
@@ -19,7 +29,7 @@ def check_fraction(name: str, value: object, zero: bool = True, one: bool = Fals
 
     Else ``error`` naming ``name`` and the interval; a bool is not a number here.
     """
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = is_number(value)
     if ok:
         ok = (0.0 <= value if zero else 0.0 < value) and (value <= 1.0 if one else value < 1.0)
     if not ok:
@@ -30,6 +40,6 @@ def check_fraction(name: str, value: object, zero: bool = True, one: bool = Fals
 
 def check_seed(name: str, value: object, error: type[AdlightError] = ConfigError) -> int:
     """``value`` if it is an int (any sign; a bool is not), else ``error`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise error(f"{name} must be an int, got {value!r}")
     return value

@@ -201,7 +201,7 @@ class SweepJob(_JobBase):
             if exit_.code not in (0, None):
                 raise RunFailed(stderr.last or f"adlight {' '.join(args)} exited with status {exit_.code}") from None
         except Exception as error:
-            from adlight.cli_errors import adlight_cause, one_line
+            from adlight.cli.one_line import adlight_cause, one_line
 
             # bad input reaches here wrapped by the argument parser; its own line names the
             # problem, and a traceback sent back by submitit then ends with that line
@@ -257,7 +257,7 @@ class _ErrorLines(io.TextIOBase):
 def check_runs(runs: list[SweepRun], runner: Runner) -> None:
     """Parse every run's arguments (``--print_config``: nothing is built, read or written) before
     any run starts, so that a bad override stops the sweep with one line, not N failed runs."""
-    from adlight.cli_errors import adlight_cause, one_line
+    from adlight.cli.one_line import adlight_cause, one_line
 
     for run in runs:
         stderr = _ErrorLines(io.StringIO())

@@ -214,7 +214,7 @@ CONFIG_STATE_KEY = "adlight_run_config"
 
 class ConfigToLoggers(SaveConfigCallback):
     """Writes ``config.yaml`` into the run directory (as LightningCLI does), stores it in every
-    checkpoint (``adlight test --ckpt_path X`` rebuilds the run from it, :mod:`adlight.checkpoints`)
+    checkpoint (``adlight test --ckpt_path X`` rebuilds the run from it, :mod:`adlight.cli.checkpoints`)
     and sends it to every W&B logger, so a W&B run shows the whole experiment."""
 
     def state_dict(self) -> dict[str, str]:

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-import adlight.models.patch as patch
+import adlight.nets.scorers.patch as patch
 from adlight.models import PatchCoreModel
 from adlight.nets import Backbone, PatchFeatures
 

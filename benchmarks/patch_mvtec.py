@@ -45,20 +45,22 @@ def instrument() -> None:
     """Wrap the steps whose time we report (the wrappers cost microseconds per call)."""
     import adlight.models.base as base
     import adlight.models.patch as patch
+    import adlight.nets.memory_bank as memory_bank
     from adlight.callbacks.report import TestReport
     from adlight.nets.patch_features import PatchFeatures
+    from adlight.nets.scorers.patch import PadimScorer
 
     PatchFeatures.forward = timed("features", PatchFeatures.forward)
     patch.greedy_coreset = timed("coreset", patch.greedy_coreset)
-    patch.nearest_distances = timed("search", patch.nearest_distances)
+    memory_bank.BankSearch.forward = timed("search", memory_bank.BankSearch.forward)
     patch.PadimModel.fit_patches = timed("gaussians", patch.PadimModel.fit_patches)
-    patch.PadimModel.patch_scores = timed("mahalanobis", patch.PadimModel.patch_scores)
+    PadimScorer.patch_scores = timed("mahalanobis", PadimScorer.patch_scores)
     # the shared evaluation: thresholds on validation, metrics and figures on test
-    base.AnomalyModule._val_threshold = timed("thresholds", base.AnomalyModule._val_threshold)
+    base.AnomalyModule.threshold_from_validation = timed("thresholds", base.AnomalyModule.threshold_from_validation)
     base.evaluate = timed("metrics", base.evaluate)
     base.per_class_metrics = timed("metrics", base.per_class_metrics)
     TestReport._figures = timed("figures", TestReport._figures)
-    patch.ivf_index = timed("search index", patch.ivf_index)
+    memory_bank.ivf_index = timed("search index", memory_bank.ivf_index)
     import adlight.callbacks.report as report
 
     report.write_results_page = timed("results page", report.write_results_page)

@@ -13,29 +13,30 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "adlight"
+#: modules of adlight/cli/ that are layers of their own: "cli" is the CLI proper (cli/app.py)
+CLI_HELPERS = ("arguments", "checkpoints", "config_files", "one_line", "run_dirs")
 
 #: layer (a package or module under adlight/) -> adlight modules it must not import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     # plain torch: built from its config alone, exportable, no loops and no data
+    # (full_precision lives in nets/precision.py: a scorer needs no training loss)
     "nets": ("data", "models", "callbacks", "metrics", "cli", "sweep", "tracking", "strategies",
-             "results", "report_page"),
+             "report_page", "losses"),
     # data knows no model: a datamodule turns files into batches
     "data": ("nets", "models", "callbacks", "metrics", "cli", "sweep", "tracking", "strategies",
-             "results", "report_page"),
-    # metrics are functions of scores and labels
+             "report_page"),
+    # metrics are functions of scores and labels; with them, gathering one epoch's outputs
+    # across processes (metrics/epoch_outputs.py) and what a test hands to the callbacks as
+    # plain data (metrics/results.py)
     "metrics": ("nets", "data", "models", "callbacks", "cli", "sweep", "tracking", "report_page"),
-    # gathering one epoch's outputs across processes: part of the metrics layer
-    "epoch_outputs": ("nets", "data", "models", "callbacks", "cli", "sweep", "tracking", "report_page"),
-    # the CLI's helpers check files, parsed values and run folders before any class is built
-    **{helper: ("nets", "data", "models", "callbacks", "metrics", "sweep", "report_page")
-       for helper in ("arguments", "checkpoints", "cli_errors", "run_dirs")},
-    # composing config files is YAML work, before any class is built
-    "config_files": ("nets", "data", "models", "callbacks", "metrics", "sweep", "report_page"),
-    # what a test hands to callbacks: plain data
-    "results": ("nets", "data", "models", "callbacks", "cli", "sweep", "report_page"),
+    # the CLI's helpers (adlight/cli/, beside the CLI proper in cli/app.py) check files, parsed
+    # values and run folders, and compose config files, before any class is built; they are
+    # leaves the CLI proper and other layers use (importing one does not import the CLI)
+    **{f"cli.{helper}": ("nets", "data", "models", "callbacks", "metrics", "sweep", "report_page", "cli")
+       for helper in CLI_HELPERS},
     # models turn batches into scores; callbacks are attached by the trainer, not imported
     "models": ("data", "callbacks", "cli", "sweep", "tracking", "report_page"),
-    # callbacks read test results through adlight.results (the Frechet callback reads the
+    # callbacks read test results through adlight.metrics.results (the Frechet callback reads the
     # training normals through adlight.models.training_normals); never data or the CLI
     "callbacks": ("data", "cli", "sweep"),
     # the results page is built from files and plain data
@@ -48,33 +49,40 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # export: a fitted model as a plain-torch graph; handed the CLI class, never imports it
     "export": ("data", "callbacks", "cli", "sweep", "tracking", "report_page", "inference"),
     # running an exported folder: numpy, PIL and a runtime, no torch-side layer at all
-    "inference": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli", "sweep",
-                  "tracking", "strategies", "results", "report_page", "export", "losses", "checks"),
+    "inference": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep",
+                  "tracking", "strategies", "report_page", "export", "losses", "checks"),
     # serving and the demo page run an exported folder through the Inferencer: no torch side
-    **{layer: ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli", "sweep",
-               "tracking", "strategies", "results", "report_page", "export", "losses", "checks",
+    **{layer: ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep",
+               "tracking", "strategies", "report_page", "export", "losses", "checks",
                "benchmark")
        for layer in ("serve", "demo")},
     # which files are images and how one decodes: numpy and PIL, for data and inference alike
-    "image_files": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli",
-                    "sweep", "tracking", "strategies", "results", "report_page", "export",
+    "image_files": ("nets", "data", "models", "callbacks", "metrics", "cli",
+                    "sweep", "tracking", "strategies", "report_page", "export",
                     "inference", "losses", "checks"),
     # glibc's malloc_trim: ctypes only, called by the models before large computations
-    "process_memory": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli",
-                       "sweep", "tracking", "strategies", "results", "report_page", "export",
+    "process_memory": ("nets", "data", "models", "callbacks", "metrics", "cli",
+                       "sweep", "tracking", "strategies", "report_page", "export",
                        "inference", "losses", "checks", "image_files", "benchmark"),
     # the files predict writes, shared by the Lightning writer and the exported predict
     "prediction_files": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep",
-                         "tracking", "strategies", "results", "report_page", "export", "inference",
+                         "tracking", "strategies", "report_page", "export", "inference",
                          "losses"),
     "errors": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep"),
     "checks": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep"),
 }
 
 
+def _layer_of(parts: list[str]) -> str:
+    """The layer of the module ``adlight.<parts>``: its top-level package or module, or
+    ``cli.<helper>`` for the CLI's helpers."""
+    if parts[0] == "cli" and len(parts) > 1 and parts[1] in CLI_HELPERS:
+        return f"cli.{parts[1]}"
+    return parts[0]
+
+
 def _layer(path: Path) -> str:
-    relative = path.relative_to(PACKAGE)
-    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+    return _layer_of(list(path.relative_to(PACKAGE).with_suffix("").parts))
 
 
 def _adlight_imports(path: Path) -> list[tuple[int, str]]:
@@ -92,7 +100,7 @@ def _adlight_imports(path: Path) -> list[tuple[int, str]]:
         for name in names:
             parts = name.split(".")
             if parts[0] == "adlight" and len(parts) > 1:
-                found.append((node.lineno, parts[1]))
+                found.append((node.lineno, _layer_of(parts[1:])))
     return found
 
 
@@ -125,3 +133,63 @@ def test_every_layer_on_disk_has_a_rule() -> None:
     # the wiring layer (cli) and small leaves that import only torch/Lightning need no rule
     unruled = layers - set(FORBIDDEN) - {"cli", "losses", "strategies", "tracking"}
     assert not unruled, f"add a rule to FORBIDDEN (and docs/architecture.md) for: {sorted(unruled)}"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _type_checking_only(tree: ast.AST) -> set[ast.AST]:
+    """Import nodes inside ``if TYPE_CHECKING:`` blocks: annotations, never run."""
+    guarded = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                guarded.update(ast.walk(child))
+    return guarded
+
+
+def import_graph() -> dict[str, set[str]]:
+    """adlight module -> the adlight modules it imports (at module level or deferred)."""
+    modules = {_module_name(path): path for path in MODULES}
+    graph = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        skip, targets = _type_checking_only(tree), set()
+        for node in ast.walk(tree):
+            if node in skip:
+                continue
+            if isinstance(node, ast.Import):
+                wanted = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                wanted = [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for target in wanted:
+                while target and target not in modules:  # a name from a module, or a package
+                    target = target.rpartition(".")[0]
+                if target.startswith("adlight") and target != name:
+                    targets.add(target)
+        graph[name] = targets
+    return graph
+
+
+def test_the_import_graph_has_no_cycle():
+    graph, state, path = import_graph(), {}, []
+
+    def visit(module: str) -> None:
+        state[module] = "open"
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycle = path[path.index(target):] + [target]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target)
+        path.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)

@@ -8,7 +8,7 @@ import pytest
 from synthetic import make_mvtec_tree
 
 from adlight.cli import main
-from adlight.config_files import load_config
+from adlight.cli.config_files import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

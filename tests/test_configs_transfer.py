@@ -16,7 +16,7 @@ import torch
 from synthetic import make_class_folder_tree, make_mvtec_tree
 
 from adlight.cli import main
-from adlight.config_files import load_config
+from adlight.cli.config_files import load_config
 from adlight.nets.backbones import HEAD_TAPS, Backbone
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

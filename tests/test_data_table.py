@@ -24,7 +24,7 @@ from synthetic import (
 )
 
 from adlight.cli import main
-from adlight.config_files import load_config
+from adlight.cli.config_files import load_config
 from adlight.data import (
     HAM10000_DIAGNOSES,
     DrivingDistractionDataModule,

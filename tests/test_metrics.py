@@ -5,7 +5,6 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-from adlight.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.errors import ConfigError, DataError
 from adlight.metrics import (
     ALL_CLASSES,
@@ -18,6 +17,7 @@ from adlight.metrics import (
     rescale_unit,
     threshold_metrics,
 )
+from adlight.metrics.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.models.base import AnomalyModule
 
 

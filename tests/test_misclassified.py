@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from adlight.callbacks import TestReport
 from adlight.callbacks.misclassified import CONFUSION_COLUMNS, find_misclassified
-from adlight.epoch_outputs import EpochOutputs
 from adlight.errors import ConfigError
+from adlight.metrics.epoch_outputs import EpochOutputs
 from adlight.models.base import AnomalyModule
 
 CLASS_NAMES = ["scratch", "dent"]

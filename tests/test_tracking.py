@@ -109,8 +109,8 @@ def test_the_table_is_capped_and_spread_over_the_test_split():
     import numpy as np
     import torch
 
-    from adlight.epoch_outputs import EpochOutputs
-    from adlight.results import TestResults
+    from adlight.metrics.epoch_outputs import EpochOutputs
+    from adlight.metrics.results import TestResults
 
     pytest.importorskip("wandb")
     n = 40

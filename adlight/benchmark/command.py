@@ -29,6 +29,7 @@ from adlight.benchmark.report import (
     write_table,
 )
 from adlight.benchmark.tables import CONFIGS, TABLES, Table, get_table, table_configs
+from adlight.checks import is_int
 from adlight.errors import AdlightError, ConfigError, DataError
 from adlight.sweep import (
     CLUSTERS,
@@ -79,7 +80,7 @@ def _values(text: str | None, flag: str) -> list[Any]:
     if text is None:
         return []
     values = [yaml.safe_load(v) for v in text.split(",") if v.strip()]
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if not values or not all(is_int(v) for v in values):
         raise ConfigError(f"{flag} takes integers separated by commas, got {text!r}")
     return values
 

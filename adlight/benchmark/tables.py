@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adlight.checks import is_number
 from adlight.errors import ConfigError, DataError
 
 #: the repository's configs folder (the tables name configs by their path in it)
@@ -56,7 +57,7 @@ def _get(report: dict[str, Any] | None, *keys: str) -> float | None:
     node: Any = report
     for key in keys:
         node = node.get(key) if isinstance(node, dict) else None
-    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+    return float(node) if is_number(node) else None
 
 
 def _accuracy(report: dict[str, Any] | None) -> float | None:

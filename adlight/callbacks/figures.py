@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from adlight.epoch_outputs import EpochOutputs  # noqa: E402
 from adlight.metrics import auroc, binned_precision_recall_curve, has_both_classes, roc_curve  # noqa: E402
+from adlight.metrics.epoch_outputs import EpochOutputs  # noqa: E402
 
 
 def _as_picture(image: Tensor):

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adlight.epoch_outputs import EpochOutputs
 from adlight.metrics import ALL_CLASSES
+from adlight.metrics.epoch_outputs import EpochOutputs
 from adlight.report_page.data import class_label
 
 #: columns of confusion.csv, in order (``adlight benchmark`` reads them by name)

@@ -2,7 +2,7 @@
 misclassified images among them), a printed table, logger panels, and the results page
 (report.html).
 
-It reads the model's :class:`~adlight.results.TestResults` (``pl_module.test_results``) only.
+It reads the model's :class:`~adlight.metrics.results.TestResults` (``pl_module.test_results``) only.
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ from adlight.callbacks.misclassified import (
     find_misclassified,
     write_confusion_csv,
 )
+from adlight.checks import is_int
 from adlight.errors import ConfigError, OutputError
 from adlight.metrics import ALL_CLASSES
+from adlight.metrics.results import TestResults
 from adlight.prediction_files import unique_path, write_failure, write_whole
 from adlight.report_page import build_run_page
-from adlight.results import TestResults
 
 
 def run_directory(trainer: L.Trainer) -> Path:
@@ -156,7 +157,7 @@ class TestReport(Callback):
     __test__ = False  # not a pytest test class, whatever its name
 
     def __init__(self, figures: bool = True, page: bool = True, misclassified: int = 16) -> None:
-        if isinstance(misclassified, bool) or not isinstance(misclassified, int) or misclassified < 0:
+        if not is_int(misclassified) or misclassified < 0:
             raise ConfigError(f"misclassified must be a whole number >= 0 (0: no figure), got {misclassified!r}")
         self.figures = figures
         self.page = page

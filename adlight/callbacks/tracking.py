@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 
 from adlight.callbacks.report import TestReport, test_dataset
 from adlight.report_page.thumbnails import map_range, outline, overlay, rgb
-from adlight.results import TestResults
+from adlight.metrics.results import TestResults
 
 
 def _numbers(report: dict, prefix: str = "report") -> dict[str, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from adlight.checks import check_fraction, check_int
+from adlight.checks import check_fraction, check_int, is_int
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.sources import (
     SOURCES,
@@ -286,7 +286,7 @@ def _class_list(argument: str, value) -> list[ClassSpec]:
         return []
     items = [value] if isinstance(value, (int, str)) else list(value)
     for item in items:
-        ok = (isinstance(item, int) and not isinstance(item, bool) and item >= 0) or (
+        ok = (is_int(item) and item >= 0) or (
             isinstance(item, str) and item != ""
         )
         if not ok:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch.nn.functional as F
 
-from adlight.checks import check_fraction
+from adlight.checks import check_fraction, is_int
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import TensorImageDataset
 from adlight.data.sources import DIGIT_NAMES, load_source
@@ -47,7 +47,7 @@ class DigitsDataModule(AnomalyDataModule):
             normal_digits = [normal_digits]
         normal = sorted(set(normal_digits))
         if not normal or any(
-            isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= 9 for d in normal
+            not is_int(d) or not 0 <= d <= 9 for d in normal
         ):
             raise DataError(
                 f"normal_digits must be a non-empty list of ints in 0..9, got {list(normal_digits)!r}"

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
+from adlight.checks import is_int
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import TensorImageDataset
 from adlight.errors import ConfigError
@@ -138,9 +139,9 @@ class WithGeneratedNormals(AnomalyDataModule):
             raise ConfigError(
                 f"datamodule must be an adlight.data.AnomalyDataModule, got {type(datamodule).__name__}"
             )
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 0:
+        if not is_int(num_images) or num_images < 0:
             raise ConfigError(f"num_images must be an int >= 0, got {num_images!r}")
-        if (isinstance(generation_batch_size, bool) or not isinstance(generation_batch_size, int)
+        if (not is_int(generation_batch_size)
                 or generation_batch_size < 1):
             raise ConfigError(f"generation_batch_size must be an int >= 1, got {generation_batch_size!r}")
         super().__init__(datamodule.image_size, datamodule.channels, seed, datamodule.predict_dir,

@@ -24,28 +24,13 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _representation(model) -> dict:
-    """What the scores were fitted on: the networks' classes (and a backbone's name and layers)."""
-    found = {}
-    for name in ("network", "features", "representation", "discriminator"):
-        module = getattr(model, name, None)
-        if isinstance(module, torch.nn.Module):
-            entry = {"class": type(module).__name__}
-            backbone = getattr(module, "backbone", module)
-            for attr in ("name", "input_size", "layers", "layer"):
-                value = getattr(backbone, attr, None) if attr != "layers" else getattr(module, attr, None)
-                if isinstance(value, (str, int, list, tuple)):
-                    entry[attr] = list(value) if isinstance(value, tuple) else value
-            found[name] = entry
-    return found
-
-
 def export_model(model, fmt: str, out: str | Path, image_size: int, channels: int,
                  class_names: list[str] | None = None, checkpoint: str | None = None,
                  bank_chunk: int = 4096) -> Path:
     """Write ``out/<model file>`` and ``out/metadata.json``; returns the metadata's path."""
     fmt = check_format(fmt)
     graph = scoring_graph(model, bank_chunk)
+    facts = model.export_facts()  # the model's class and representation: the family says them
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     example = torch.randint(0, 256, (2, channels, image_size, image_size), dtype=torch.uint8)
@@ -59,7 +44,7 @@ def export_model(model, fmt: str, out: str | Path, image_size: int, channels: in
         "opset": OPSET if fmt != "torchscript" else None,
         "model_file": model_path.name,
         "model_sha256": file_sha256(model_path),
-        "model_class": type(model).__name__,
+        "model_class": facts["model_class"],
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "channels": channels,
                   "height": image_size, "width": image_size},
         "normalisation": "inside the graph: pixels / 255, then the model's own (network input "
@@ -69,7 +54,7 @@ def export_model(model, fmt: str, out: str | Path, image_size: int, channels: in
         "pixel_threshold": threshold_entry(model, "pixel") if "anomaly_map" in graph.outputs
         else {"value": None, "source": "none"},
         "class_names": list(class_names or []),
-        "representation": _representation(model),
+        "representation": facts["representation"],
         "checkpoint": checkpoint,
     }
     path = out / "metadata.json"

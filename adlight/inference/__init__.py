@@ -119,7 +119,7 @@ class _OpenVinoRuntime:
         return {name: result[output] for name, output in zip(self.outputs, self.compiled.outputs, strict=True)}
 
 
-#: the outputs an exported graph may have (adlight/export/graphs.py)
+#: the outputs an exported graph may have (a scorer's ``outputs``, adlight/nets/scorers)
 OUTPUT_NAMES = ("score", "anomaly_map")
 RUNTIMES = {"onnx": _OnnxRuntime, "openvino": _OpenVinoRuntime}
 

@@ -2,7 +2,6 @@
 (:mod:`.evaluation`), AUPRO (:mod:`.pro`), bootstrap intervals (:mod:`.bootstrap`) and
 the one sort that the pixel figures share (:mod:`.ranking`)."""
 
-from adlight.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.metrics.core import (
     THRESHOLD_MODES,
     auroc,
@@ -19,6 +18,7 @@ from adlight.metrics.core import (
     threshold_metrics,
     threshold_outside_scores,
 )
+from adlight.metrics.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.metrics.evaluation import (
     ALL_CLASSES,
     AUPRO_FPR_LIMIT,

@@ -23,6 +23,7 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 
+from adlight.checks import is_number
 from adlight.errors import ConfigError, DataError
 
 THRESHOLD_MODES = ("val_f1",)
@@ -167,7 +168,7 @@ def threshold_outside_scores(threshold: float, scores: Tensor, argument: str) ->
 
 def parse_threshold(value: float | str | None, argument: str) -> float | str | None:
     """Validate a threshold argument: a number, ``"val_f1"`` or ``None`` (no threshold)."""
-    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+    if value is None or is_number(value):
         return None if value is None else float(value)
     if value in THRESHOLD_MODES:
         return value

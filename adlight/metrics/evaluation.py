@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from adlight.epoch_outputs import EpochOutputs
 from adlight.metrics.bootstrap import image_auroc_interval, pixel_auroc_interval
 from adlight.metrics.core import (
     auroc,
@@ -26,6 +25,7 @@ from adlight.metrics.core import (
     has_both_classes,
     threshold_metrics,
 )
+from adlight.metrics.epoch_outputs import EpochOutputs
 from adlight.metrics.ranking import SortedScores
 
 #: the false-positive-rate limit of AUPRO (MVTec AD's evaluation)

@@ -23,8 +23,6 @@ from typing import Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from sklearn.neighbors import KernelDensity
-from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
 from adlight.errors import ConfigError
@@ -34,11 +32,16 @@ from adlight.losses import (
     kl_divergence,
     reconstruction_error,
     sparsity_penalty,
-    ssim_map,
 )
 from adlight.models.base import AnomalyModule, ThresholdArg
 from adlight.models.fitted_head import FittedHeadMixin
-from adlight.nets.maps import smooth
+from adlight.nets.scorers.reconstruction import (
+    KernelDensityHead,
+    ReconstructionScorer,
+    latent_code,
+    network_range,
+    reconstruct,
+)
 
 
 class AutoencoderModel(FittedHeadMixin, AnomalyModule):
@@ -115,12 +118,11 @@ class AutoencoderModel(FittedHeadMixin, AnomalyModule):
             # squared errors and latent codes (float64), from which the KDE is rebuilt
             self.register_head(kde_errors=torch.empty(0, dtype=torch.float64),
                                kde_codes=torch.empty(0, 0, dtype=torch.float64))
-        self._kde: tuple[StandardScaler, KernelDensity, tuple[Tensor, ...]] | None = None
 
     # ----- the network in image units -----------------------------------------------
     @property
     def input_range(self) -> tuple[float, float]:
-        return tuple(getattr(self.network, "input_range", (0.0, 1.0)))
+        return network_range(self.network)
 
     def to_network(self, images: Tensor) -> Tensor:
         low, high = self.input_range
@@ -131,9 +133,7 @@ class AutoencoderModel(FittedHeadMixin, AnomalyModule):
         return (values - low) / (high - low)
 
     def reconstruct(self, images: Tensor):
-        # the network checks the shape itself and names the argument to change
-        out = self.network(self.to_network(images))
-        return out, self.to_image(out.reconstruction)
+        return reconstruct(self.network, images)
 
     # ----- training -------------------------------------------------------------------
     def inject_noise(self, images: Tensor) -> Tensor:
@@ -167,64 +167,41 @@ class AutoencoderModel(FittedHeadMixin, AnomalyModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
 
-    # ----- scoring --------------------------------------------------------------------
-    def anomaly_maps(self, images: Tensor, reconstruction: Tensor) -> Tensor:
-        if self.map_kind == "ssim":
-            maps = (1.0 - ssim_map(reconstruction, images)).mean(1, keepdim=True)
-        else:
-            maps = (images.float() - reconstruction.float()).abs().amax(1, keepdim=True)
-        return smooth(maps, self.smoothing_sigma)
+    # ----- scoring: adlight.nets.scorers.reconstruction ---------------------------------
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[AutoencoderModel]:
+        from adlight.nets import FadaeinejadAE
+
+        def network():
+            return FadaeinejadAE(in_channels=3, image_size=image_size, latent_dim=8)
+
+        return [cls(network(), smoothing_sigma=1.0, image_score="max_smoothed", kde=True),  # KD-CAE's head
+                cls(network(), loss="ssim", anomaly_map="ssim")]
+
+    described_networks = ("network",)
+
+    def build_scorer(self) -> ReconstructionScorer:
+        density = None
+        if self.uses_fitted_head and bool(self.is_fitted):
+            # before the head is fitted (the first validation of a fit) the error scores alone
+            density = KernelDensityHead.fit(self.kde_errors, self.kde_codes, self.kde_bandwidth,
+                                            self.kde_combination)
+        return ReconstructionScorer(self.network, self.map_kind, self.smoothing_sigma, self.image_score, density)
 
     def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
-        images = batch["image"]
-        out, reconstruction = self.reconstruct(images)
-        maps = self.anomaly_maps(images, reconstruction)
-        if self.image_score == "mean":
-            score = (images.float() - reconstruction.float()).pow(2).flatten(1).mean(1)
-        else:
-            score = maps.flatten(1).amax(1)
-        if self.uses_fitted_head:
-            score = self.kde_score(score, self.latent_code(out))
-        return {"score": score, "anomaly_map": maps, "reconstruction": reconstruction}
+        return self.scoring_module().score_with_reconstruction(batch["image"])
 
-    @staticmethod
-    def latent_code(out) -> Tensor:
-        return (out.mu if out.mu is not None else out.latent).flatten(1).float()
+    def anomaly_maps(self, images: Tensor, reconstruction: Tensor) -> Tensor:
+        """N x 1 x H x W maps of images and their reconstructions (the scorer's)."""
+        return self.scoring_module().anomaly_maps(images, reconstruction)
 
     # ----- the KD-CAE head ------------------------------------------------------------
     def head_features(self, batch: dict) -> Tensor:
         images = batch["image"]
         out, reconstruction = self.reconstruct(images)
         error = (images.float() - reconstruction.float()).pow(2).flatten(1).mean(1, keepdim=True)
-        return torch.cat([error, self.latent_code(out)], dim=1)
+        return torch.cat([error, latent_code(out)], dim=1)
 
     def compute_head(self, features: Tensor) -> dict[str, Tensor]:
         features = features.detach().double().cpu()
         return {"kde_errors": features[:, 0].contiguous(), "kde_codes": features[:, 1:].contiguous()}
-
-    def on_head_changed(self) -> None:
-        self._kde = None
-
-    def fitted_kde(self) -> tuple[StandardScaler, KernelDensity, tuple[Tensor, ...]]:
-        """The scaler and KDE on the training codes, and the mean and std of both criteria."""
-        if self._kde is None:
-            codes = self.kde_codes.cpu().numpy()
-            scaler = StandardScaler().fit(codes)
-            kde = KernelDensity(kernel="gaussian", bandwidth=self.kde_bandwidth).fit(scaler.transform(codes))
-            # standardise both criteria by their spread on the training normals
-            nll = torch.from_numpy(-kde.score_samples(scaler.transform(codes)))
-            errors = self.kde_errors.cpu()
-            stats = (errors.mean(), errors.std().clamp_min(1e-12), nll.mean(), nll.std().clamp_min(1e-12))
-            self._kde = (scaler, kde, stats)
-        return self._kde
-
-    def kde_score(self, error: Tensor, codes: Tensor) -> Tensor:
-        if not bool(self.is_fitted):
-            # during fitting the head does not exist before the first validation
-            return error
-        scaler, kde, (e_mean, e_std, n_mean, n_std) = self.fitted_kde()
-        nll = torch.from_numpy(-kde.score_samples(scaler.transform(codes.detach().double().cpu().numpy())))
-        z_error = (error.detach().double().cpu() - e_mean) / e_std
-        z_density = (nll - n_mean) / n_std
-        combined = torch.maximum(z_error, z_density) if self.kde_combination == "max" else z_error + z_density
-        return combined.to(device=error.device, dtype=torch.float32)

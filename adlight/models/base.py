@@ -1,8 +1,10 @@
 """The shared base of every adlight LightningModule.
 
-A model only says how a batch becomes anomaly scores (:meth:`AnomalyModule.anomaly_outputs`);
-this base owns what every family shares: validation chooses thresholds, test computes the
-metrics and hands them to the callbacks as one :class:`~adlight.results.TestResults`, and
+A model says how images become anomaly scores by building its plain-torch scorer
+(:meth:`AnomalyModule.build_scorer`, ``adlight/nets/scorers``), which every step calls through
+:meth:`AnomalyModule.anomaly_outputs`; this base owns what every family shares: validation chooses thresholds
+(:class:`~adlight.models.thresholds.ThresholdMixin`), test computes the
+metrics and hands them to the callbacks as one :class:`~adlight.metrics.results.TestResults`, and
 predict returns per-image results. Models with a fitted head add
 :class:`~adlight.models.fitted_head.FittedHeadMixin`.
 """
@@ -16,29 +18,29 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 
-from adlight.epoch_outputs import EpochCollector, EpochOutputs
+from adlight.checks import is_number
 from adlight.errors import ConfigError
 from adlight.metrics import (
     auroc,
     evaluate,
-    f1_optimal_threshold,
     has_both_classes,
-    parse_threshold,
     per_class_metrics,
     pixel_ranking,
     threshold_outside_scores,
 )
-from adlight.models.threshold_refresh import choose_thresholds_after_fit
+from adlight.metrics.epoch_outputs import EpochCollector, EpochOutputs
+from adlight.metrics.results import TestResults
+from adlight.models.thresholds import ThresholdArg, ThresholdMixin
+from adlight.nets.scorers import describe_network
 from adlight.process_memory import release_freed_memory
-from adlight.results import TestResults
 
-ThresholdArg = float | str | None
+__all__ = ["AnomalyModule", "ThresholdArg"]
 
 
-class AnomalyModule(L.LightningModule):
-    """Base class: subclasses implement :meth:`anomaly_outputs` (and ``training_step``).
+class AnomalyModule(ThresholdMixin, L.LightningModule):
+    """Base class: subclasses implement :meth:`build_scorer` (and ``training_step``).
 
     Args:
         image_threshold: image scores at or above it are anomalous. A number (raw score
@@ -81,20 +83,11 @@ class AnomalyModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.allow_untrained = bool(allow_untrained)
-        self.image_threshold_mode = parse_threshold(image_threshold, "image_threshold")
-        self.pixel_threshold_mode = parse_threshold(pixel_threshold, "pixel_threshold")
-        # thresholds are buffers so that they live in the checkpoint with the weights
-        self.register_buffer("image_threshold", self._initial(self.image_threshold_mode))
-        self.register_buffer("pixel_threshold", self._initial(self.pixel_threshold_mode))
         # training batches seen, saved with the weights: 0 means never trained; -1 is a
         # checkpoint from before the counter (it came from a fit, so it counts as trained)
         self.register_buffer("trained_steps", torch.tensor(0, dtype=torch.int64))
-        # the trained_steps of the weights each threshold was chosen on (a stale one is
-        # never used: see usable_threshold)
-        self.register_buffer("image_threshold_step", torch.tensor(-1, dtype=torch.int64))
-        self.register_buffer("pixel_threshold_step", torch.tensor(-1, dtype=torch.int64))
-        #: why no threshold was chosen, per level (shown as the threshold's source)
-        self.threshold_notes: dict[str, str] = {}
+        # buffers beside the weights, each with the trained_steps it was chosen at (thresholds.py)
+        self.register_thresholds(image_threshold, pixel_threshold)
         self.num_examples = num_examples
         self.val_collector = EpochCollector()
         self.test_collector = EpochCollector()
@@ -102,14 +95,56 @@ class AnomalyModule(L.LightningModule):
         self.test_results: TestResults | None = None
         self.test_examples: list[dict[str, Any]] = []
 
-    @staticmethod
-    def _initial(mode: ThresholdArg) -> Tensor:
-        return torch.tensor(mode if isinstance(mode, float) else math.nan, dtype=torch.float64)
+    # ----- what a model implements: its scorer ------------------------------------------
+    #: the attributes holding the networks an export's ``metadata.json`` describes
+    described_networks: tuple[str, ...] = ()
 
-    # ----- what a model implements ------------------------------------------------------
-    def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
-        """``score`` (N) and optionally ``anomaly_map`` (N x 1 x H x W), ``reconstruction``."""
+    def build_scorer(self) -> nn.Module:
+        """This family's plain-torch scorer (``adlight.nets.scorers``), built on the model's own
+        networks and fitted head: ``[0, 1]`` images in, the tuple its ``outputs`` name out."""
         raise NotImplementedError
+
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[AnomalyModule]:
+        """Small working instances of this family (tiny networks, random weights), one per
+        variant whose scoring differs, for 3-channel images of ``image_size``: what
+        ``tests/test_scorer_contract.py`` fits, tests, predicts and exports for every family."""
+        raise NotImplementedError(f"{cls.__name__} gives no examples(): the scorer contract test needs them")
+
+    def scorer(self) -> nn.Module:
+        """A new scorer in eval mode, for use without the Trainer (export, the contract test).
+
+        Raises :class:`ConfigError` (one line) where this model cannot score alone."""
+        return self.build_scorer().eval()
+
+    def export_facts(self) -> dict[str, Any]:
+        """The model's class and the representation its scores belong to, for ``metadata.json``."""
+        networks = {name: getattr(self, name, None) for name in self.described_networks}
+        return {"model_class": type(self).__name__,
+                "representation": {name: describe_network(module) for name, module in networks.items()
+                                   if isinstance(module, nn.Module)}}
+
+    def scoring_module(self) -> nn.Module:
+        """The scorer the steps call, built once and kept until the head or the device changes."""
+        scorer = self.__dict__.get("_scorer")
+        if scorer is None:
+            scorer = self.build_scorer()
+            self.__dict__["_scorer"] = scorer  # not a submodule: no state-dict keys of its own
+        return scorer
+
+    def drop_scorer(self) -> None:
+        """Forget the kept scorer (its buffers were derived from a head that changed)."""
+        self.__dict__.pop("_scorer", None)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.drop_scorer()  # .to(), .half(): the scorer's derived buffers are rebuilt where the model is
+        return super()._apply(fn, *args, **kwargs)
+
+    def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
+        """``score`` (N) and optionally ``anomaly_map`` (N x 1 x H x W), from the scorer; a family
+        may add extras (a ``reconstruction`` for the figures, a ``score_sweep``)."""
+        scorer = self.scoring_module()
+        return dict(zip(scorer.outputs, scorer(batch["image"]), strict=True))
 
     # ----- training: count the steps the weights have seen --------------------------------
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -117,9 +152,9 @@ class AnomalyModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         # the thresholds must belong to the weights that are kept: the last validation epoch
-        # may have run on earlier ones, or none may have run (threshold_refresh.py)
+        # may have run on earlier ones, or none may have run (thresholds.py)
         if not self.trainer.interrupted:
-            choose_thresholds_after_fit(self)
+            self.choose_thresholds_after_fit()
 
     def require_trained(self) -> None:
         """Refuse (ConfigError) to score with the weights the model was built with."""
@@ -160,68 +195,14 @@ class AnomalyModule(L.LightningModule):
                 self.log("val/pixel_AUROC", ranked.auroc(), sync_dist=True)
         self.choose_thresholds(outputs)
 
-    def choose_thresholds(self, outputs: EpochOutputs) -> None:
-        """Choose the ``val_f1`` thresholds on validation outputs of the current weights."""
-        if self.image_threshold_mode == "val_f1":
-            self.image_threshold.fill_(self._val_threshold(outputs.score, outputs.label, "image"))
-            self.image_threshold_step.fill_(int(self.trained_steps))
-        if self.pixel_threshold_mode == "val_f1":
-            if outputs.has_pixels:
-                pixel_scores, pixel_labels = outputs.anomaly_map.flatten(), outputs.mask.flatten().long()
-                self.pixel_threshold.fill_(self._val_threshold(pixel_scores, pixel_labels, "pixel"))
-            else:
-                self.pixel_threshold.fill_(math.nan)
-                self.threshold_notes["pixel"] = "none: the validation split has no masks or the model no anomaly maps"
-            self.pixel_threshold_step.fill_(int(self.trained_steps))
-
-    def _val_threshold(self, scores: Tensor, labels: Tensor, level: str) -> float:
-        if not has_both_classes(labels.long()):
-            missing = "anomalous" if not bool((labels.long() == 1).any()) else "normal"
-            self.threshold_notes[level] = f"none: the validation split has no {missing} {level}s"
-            rank_zero_warn(
-                f"the validation split has no {missing} {level}s, so no F1-optimal {level} "
-                f"threshold can be chosen; {level} F1/precision/recall will not be reported. "
-                f"Give a validation split with {missing} {level}s or a fixed {level}_threshold."
-            )
-            return math.nan
-        self.threshold_notes.pop(level, None)
-        return f1_optimal_threshold(scores, labels)
-
-    def usable_threshold(self, level: str) -> tuple[float, str]:
-        """``(threshold, source)`` for ``level`` with the current weights; nan when there is none
-        (the source then says why). A threshold chosen on other weights is never returned."""
-        mode = getattr(self, f"{level}_threshold_mode")
-        value = float(getattr(self, f"{level}_threshold"))
-        if isinstance(mode, float):  # the configured value, over whatever a checkpoint held
-            return mode, "fixed"
-        if mode is None:
-            return math.nan, "none"  # asked for: threshold-free metrics only
-        chosen_at, weights_at = int(getattr(self, f"{level}_threshold_step")), int(self.trained_steps)
-        if not math.isnan(value) and chosen_at != weights_at:
-            rank_zero_warn(
-                f"the {level} threshold {value:.6g} was chosen on the weights of training step "
-                f"{chosen_at}, these are of step {weights_at}: it is not used; validate these "
-                f"weights (adlight validate --ckpt_path ...) to choose one"
-            )
-            return math.nan, f"none: the threshold was chosen on other weights (step {chosen_at}, these are {weights_at})"
-        if math.isnan(value):
-            return value, self.threshold_notes.get(
-                level, "none: no threshold was chosen on the validation split for these weights")
-        return value, "validation split, F1-optimal"
-
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        # checkpoints from before the step counters came from a fit: trained, their
-        # thresholds chosen on their own weights
+        # checkpoints from before the step counter came from a fit: trained
         if prefix + "trained_steps" in missing_keys:
             missing_keys.remove(prefix + "trained_steps")
             self.trained_steps.fill_(-1)
-        for name in ("image_threshold_step", "pixel_threshold_step"):
-            if prefix + name in missing_keys:
-                missing_keys.remove(prefix + name)
-                getattr(self, name).fill_(int(self.trained_steps))
 
     # ----- test: metrics ----------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
@@ -265,7 +246,7 @@ class AnomalyModule(L.LightningModule):
             logged.update({f"test/per_class/{name}/{k}": v for k, v in row.items()})
         self.log_dict(
             {k: float(v) for k, v in logged.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool)
+             if is_number(v)
              and math.isfinite(v) and not k.rsplit("/", 1)[-1].startswith("n_")},
             sync_dist=True,
         )

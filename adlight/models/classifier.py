@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from adlight.errors import ConfigError
 from adlight.models.base import AnomalyModule, ThresholdArg
+from adlight.nets.scorers.classifier import ClassifierScorer, checked_logits
 
 Target = Literal["label", "normal_subclass"]
 
@@ -84,10 +85,7 @@ class SupervisedClassifier(AnomalyModule):
             )
 
     def logits(self, images: Tensor) -> Tensor:
-        out = self.network(images)
-        if out.ndim != 2:
-            raise ConfigError(f"the network must return N x K logits, got shape {tuple(out.shape)}")
-        return out
+        return checked_logits(self.network, images)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         if logits.shape[1] == 1:
@@ -116,7 +114,8 @@ class SupervisedClassifier(AnomalyModule):
         if keep.any():
             self.log("val/loss", self.loss(logits[keep], targets[keep]), sync_dist=True,
                      batch_size=int(keep.sum()))
-        self.val_collector.update(batch, {"score": self._score(logits)})
+        # the scorer's probability of the logits just computed: one pass for loss and score
+        self.val_collector.update(batch, {"score": self.scoring_module().probability(logits)})
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -125,19 +124,14 @@ class SupervisedClassifier(AnomalyModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
 
-    # ----- scoring ----------------------------------------------------------------------
-    def _score(self, logits: Tensor) -> Tensor:
-        logits = logits.float()
-        if self.target == "normal_subclass":
-            return 1.0 - logits.softmax(dim=1).amax(dim=1)
-        if logits.shape[1] == 1:
-            return torch.sigmoid(logits[:, 0])
-        if logits.shape[1] != 2:
-            raise ConfigError(
-                f"target: label needs 1 or 2 outputs, the network has {logits.shape[1]}: "
-                "set num_classes: 2 (or num_outputs: 1)"
-            )
-        return logits.softmax(dim=1)[:, 1]
+    # ----- scoring: adlight.nets.scorers.classifier ---------------------------------------
+    described_networks = ("network",)
 
-    def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
-        return {"score": self._score(self.logits(batch["image"]))}
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[SupervisedClassifier]:
+        from adlight.nets import SmallCNN
+
+        return [cls(SmallCNN(in_channels=3, image_size=image_size, blocks=2, num_outputs=n)) for n in (1, 2)]
+
+    def build_scorer(self) -> ClassifierScorer:
+        return ClassifierScorer(self.network, self.target)

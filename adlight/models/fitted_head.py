@@ -73,6 +73,17 @@ class FittedHeadMixin:
     def on_head_changed(self) -> None:
         """Drop anything derived from the head's buffers (they were fitted or loaded)."""
 
+    def _head_changed(self) -> None:
+        self.drop_scorer()  # its buffers are the head's old tensors, or derived from them
+        self.on_head_changed()
+
+    def scorer(self):
+        """A new scorer in eval mode; refuses (ConfigError) a head that is not fitted."""
+        if self.uses_fitted_head and not bool(self.is_fitted):
+            raise ConfigError(f"{type(self).__name__}'s head is not fitted: fit the model first "
+                              "(adlight fit), or load a checkpoint written after fitting (--ckpt_path)")
+        return super().scorer()
+
     # ----- the representation the head belongs to ---------------------------------------
     def representation_identity(self) -> dict[str, str]:
         """What the head's features depend on: the extractor's ``identity()`` (backbone,
@@ -120,7 +131,7 @@ class FittedHeadMixin:
         record = json.dumps(self.representation_identity(), sort_keys=True).encode()
         self.head_representation = torch.tensor(list(record), dtype=torch.uint8, device=self.is_fitted.device)
         self.is_fitted.fill_(True)
-        self.on_head_changed()
+        self._head_changed()
 
     def head_missing_in_sanity_check(self) -> bool:
         """Lightning's sanity check validates before any head exists; its outputs are discarded."""
@@ -227,7 +238,7 @@ class FittedHeadMixin:
             missing_keys.remove(record)
             self.head_representation = torch.empty(0, dtype=torch.uint8, device=self.is_fitted.device)
         if self.uses_fitted_head:
-            self.on_head_changed()
+            self._head_changed()
 
 
 class FrozenFeaturesModule(FittedHeadMixin, AnomalyModule):

@@ -34,6 +34,7 @@ from adlight.errors import ConfigError
 from adlight.models.base import AnomalyModule, ThresholdArg
 from adlight.nets.anogan import LatentSearchResult, latent_search
 from adlight.nets.maps import smooth
+from adlight.nets.scorers.discriminator import DiscriminatorScorer
 
 ScoreName = Literal["discriminator", "latent_search"]
 SCORES = ("discriminator", "latent_search")
@@ -229,13 +230,31 @@ class GANModel(AnomalyModule):
             self.generator_ema.update_parameters(self.generator)
 
     # ----- anomaly scores -------------------------------------------------------------------
+    described_networks = ("discriminator",)
+
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[GANModel]:
+        from adlight.nets import DCGANDiscriminator, DCGANGenerator
+
+        return [cls(DCGANGenerator(latent_dim=8, image_size=image_size, width=8),
+                    DCGANDiscriminator(image_size=image_size, width=8), score=score, latent_search_steps=2)
+                for score in SCORES]
+
+    def build_scorer(self) -> DiscriminatorScorer:
+        if self.score_name != "discriminator":
+            raise ConfigError(
+                f"{type(self).__name__} with score: {self.score_name} cannot be exported: AnoGAN's latent "
+                "search optimises a latent code per image by gradient descent, which a fixed graph cannot "
+                "run; export the DCGAN's discriminator score (score: discriminator) instead")
+        return DiscriminatorScorer(self.discriminator, self.input_range)
+
     @torch.no_grad()
     def discriminator_score(self, images: Tensor) -> Tensor:
-        """``-logit D(x)`` with the discriminator in eval mode."""
+        """``-logit D(x)`` (the scorer's) with the discriminator in eval mode."""
         was_training = self.discriminator.training
         self.discriminator.eval()
         try:
-            return -self.discriminator(self.to_network(images)).float()
+            return self.scoring_module()(images)[0]
         finally:
             self.discriminator.train(was_training)
 

@@ -20,10 +20,12 @@ import torch
 from sklearn.svm import OneClassSVM
 from torch import Tensor, nn
 
+from adlight.checks import is_int, is_number
 from adlight.errors import ConfigError
 from adlight.models.base import ThresholdArg
 from adlight.models.fitted_head import FrozenFeaturesModule
 from adlight.nets.feature_cache import FeatureCache
+from adlight.nets.scorers.one_class_svm import LinearOneClassSVMScorer
 
 #: the paper's sweep: 21 evenly spaced values in [0.01, 0.99]
 PAPER_NUS = tuple(float(v) for v in np.linspace(0.01, 0.99, 21).round(4))
@@ -68,9 +70,9 @@ class OneClassSVMModel(FrozenFeaturesModule):
     ) -> None:
         super().__init__(image_threshold, None, num_examples)
         self.save_hyperparameters(ignore=["representation"])
-        if isinstance(nu, bool) or not isinstance(nu, (int, float)) or not 0.0 < nu <= 1.0:
+        if not is_number(nu) or not 0.0 < nu <= 1.0:
             raise ConfigError(f"nu must be a number in (0, 1], got {nu!r}")
-        if isinstance(nu_sweep, bool) or not isinstance(nu_sweep, int) or nu_sweep < 0 or nu_sweep == 1:
+        if not is_int(nu_sweep) or nu_sweep < 0 or nu_sweep == 1:
             raise ConfigError(f"nu_sweep must be 0 or an int >= 2, got {nu_sweep!r}")
         self.representation = representation.requires_grad_(False)
         self.sweep_nus = tuple(float(v) for v in np.linspace(0.01, 0.99, nu_sweep).round(4)) if nu_sweep else ()
@@ -145,17 +147,31 @@ class OneClassSVMModel(FrozenFeaturesModule):
                 f"{self.nus}: use the nu and nu_sweep of the run that wrote it"
             )
 
+    # ----- scoring: adlight.nets.scorers.one_class_svm -------------------------------------
+    described_networks = ("representation",)
+
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[OneClassSVMModel]:
+        from adlight.nets import RawPixels
+
+        return [cls(RawPixels(), nu=0.5, nu_sweep=3)]
+
+    def build_scorer(self) -> LinearOneClassSVMScorer:
+        return LinearOneClassSVMScorer(self.representation, self.svm_weights, self.svm_offsets,
+                                       self.nus.index(self.nu))
+
     def decision_scores(self, features: Tensor) -> Tensor:
         """N x K anomaly scores (negated decision functions), one column per nu."""
         self.require_fitted_head()
-        return -(features.double() @ self.svm_weights.T.to(features.device) + self.svm_offsets.to(features.device))
+        return self.scoring_module().decision_scores(features)
 
     def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
+        # the scorer's head on the (maybe cached) features: the same numbers as its forward
         features = self.features(batch["image"])
         if self.head_missing_in_sanity_check():
             return {"score": torch.zeros(features.shape[0], device=features.device)}
         scores = self.decision_scores(features)
-        outputs = {"score": scores[:, self.nus.index(self.nu)].float()}
+        outputs = {"score": scores[:, self.scoring_module().column].float()}
         if self.sweep_nus:
             columns = [self.nus.index(v) for v in self.sweep_nus]
             outputs["score_sweep"] = scores[:, columns].float()

@@ -25,37 +25,37 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from adlight.checks import check_fraction, check_int
+from adlight.checks import check_fraction, check_int, is_number
 from adlight.errors import ConfigError
-from adlight.losses import full_precision
 from adlight.models.base import ThresholdArg
 from adlight.models.fitted_head import FrozenFeaturesModule
 from adlight.models.training_normals import training_normals_dataset
-from adlight.nets.maps import smooth
 from adlight.nets.memory_bank import (
     SEARCH_BACKENDS,
+    BankSearch,
     SearchBackend,
     check_coreset_fraction,
     greedy_coreset,
-    ivf_index,
-    nearest_distances,
 )
 from adlight.nets.patch_features import PatchFeatures
-
-#: backbone input pixels per chunk on the CPU (4 images at 256 px, 1 at 512 px; measured in
-#: ``benchmarks/patch_batch_size.py``)
-BACKBONE_CHUNK_PIXELS = 4 * 256 * 256
+from adlight.nets.precision import full_precision
+from adlight.nets.scorers.patch import (
+    PadimScorer,
+    PatchCoreScorer,
+    PatchScorer,
+    chunked_patch_features,
+)
 
 
 class PatchModel(FrozenFeaturesModule):
     """What PatchCore and PaDiM share: patch features, maps from patch scores.
 
     Subclasses register their head's buffers and implement :meth:`fit_patches` (training
-    patch features N x D x h x w -> the buffers) and :meth:`patch_scores` (N x D x h x w ->
-    N x h x w).
+    patch features N x D x h x w -> the buffers) and :meth:`build_scorer` (a
+    :class:`~adlight.nets.scorers.patch.PatchScorer` on those buffers, which scores patches
+    and makes the maps).
 
     Args:
         features: the patch representation (frozen).
@@ -76,7 +76,7 @@ class PatchModel(FrozenFeaturesModule):
             raise ConfigError(
                 f"features must be an adlight.nets.PatchFeatures, got {type(features).__name__}"
             )
-        if isinstance(smoothing_sigma, bool) or not isinstance(smoothing_sigma, (int, float)) \
+        if not is_number(smoothing_sigma) \
                 or smoothing_sigma < 0:
             raise ConfigError(f"smoothing_sigma must be a number >= 0, got {smoothing_sigma!r}")
         self.features = features.requires_grad_(False)
@@ -88,18 +88,8 @@ class PatchModel(FrozenFeaturesModule):
 
     @torch.no_grad()
     def patch_features(self, images: Tensor) -> Tensor:
-        """Patch features of a batch, the backbone run on chunks of :data:`BACKBONE_CHUNK_PIXELS`.
-
-        A large batch through the backbone at once is slower per image on a CPU (its
-        activations leave the cache: see ``benchmarks/patch_batch_size.py``), so a batch of 32
-        costs what 32 chunks cost. A traced export (adlight/export) runs it whole: a split
-        would fix the batch size of the graph.
-        """
-        side = self.features.backbone.input_size
-        per_chunk = max(1, BACKBONE_CHUNK_PIXELS // (side * side))
-        if images.shape[0] <= per_chunk or images.device.type != "cpu" or torch.jit.is_tracing():
-            return self.features(images)
-        return torch.cat([self.features(chunk) for chunk in images.split(per_chunk)])
+        """Patch features of a batch, the backbone run on chunks (as the scorer runs it)."""
+        return chunked_patch_features(self.features, images)
 
     def head_features(self, batch: dict) -> Tensor:
         return self.patch_features(batch["image"])
@@ -111,33 +101,27 @@ class PatchModel(FrozenFeaturesModule):
         with full_precision(features):  # covariances and coreset distances in float32 or more
             return self.fit_patches(features)
 
+    # ----- scoring: adlight.nets.scorers.patch ------------------------------------------
+    described_networks = ("features",)
+
     def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
         images = batch["image"]
         if self.head_missing_in_sanity_check():
             zeros = images.new_zeros(images.shape[0], 1, *images.shape[-2:])
             return {"score": zeros.flatten(1).amax(1), "anomaly_map": zeros}
         self.require_fitted_head()
-        # the backbone runs in the trainer's precision; distances and maps in float32
-        # (under bf16 autocast a distance keeps 3 digits: ties in pixel AUROC)
-        features = self.patch_features(images).float()
-        with full_precision(features):
-            maps = self.maps_from_patch_scores(self.patch_scores(features), images.shape[-2:])
-        return {"score": maps.flatten(1).amax(1), "anomaly_map": maps}
+        return super().anomaly_outputs(batch)
 
-    def maps_from_patch_scores(self, scores: Tensor, size) -> Tensor:
-        """N x h x w patch scores -> N x 1 x H x W maps: upsampled, then smoothed.
-
-        Its own method so that an exported graph (``adlight/export``) post-processes the same way.
-        """
-        maps = F.interpolate(scores.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
-        return smooth(maps, self.smoothing_sigma)
+    def patch_scores(self, features: Tensor) -> Tensor:
+        """N x D x h x w patch features -> N x h x w patch scores (the scorer's)."""
+        return self.scoring_module().patch_scores(features)
 
     # ----- for subclasses -------------------------------------------------------------
     def fit_patches(self, features: Tensor) -> dict[str, Tensor]:
         """The head's buffers fitted on the training patch features (N x D x h x w, float32)."""
         raise NotImplementedError
 
-    def patch_scores(self, features: Tensor) -> Tensor:
+    def build_scorer(self) -> PatchScorer:
         raise NotImplementedError
 
 
@@ -223,7 +207,6 @@ class PatchCoreModel(PatchModel):
         self.ivf_probes = ivf_probes
         self.memory_limit_gb = memory_limit_gb
         self.seed = seed
-        self._ivf_index = None  # built on the first approximate search of a bank
         self.register_head(memory_bank=torch.empty(0, features.feature_dim))
 
     # ----- fitting: candidates, memory, coreset -------------------------------------------
@@ -306,19 +289,25 @@ class PatchCoreModel(PatchModel):
             )
         return {"memory_bank": bank}
 
-    def on_head_changed(self) -> None:
-        super().on_head_changed()
-        self._ivf_index = None
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[PatchCoreModel]:
+        from adlight.nets import Backbone
 
-    def patch_scores(self, features: Tensor) -> Tensor:
-        n, d, h, w = features.shape
-        queries = features.permute(0, 2, 3, 1).reshape(-1, d)
-        if self.search == "faiss_ivf" and self._ivf_index is None:
-            self._ivf_index = ivf_index(self.memory_bank, self.ivf_lists, self.seed)
-        distances = nearest_distances(queries, self.memory_bank, self.num_neighbours,
-                                      self.search, self.search_batch_size,
-                                      index=self._ivf_index, probes=self.ivf_probes)
-        return distances.mean(1).reshape(n, h, w)
+        features = PatchFeatures(Backbone("efficientnet_lite0", weights=None, input_size=image_size))
+        return [cls(features, coreset_fraction=0.5, num_neighbours=3, smoothing_sigma=1.0)]
+
+    def build_scorer(self) -> PatchCoreScorer:
+        # the faiss_ivf index is built on the scorer's first search, and dropped with the
+        # scorer when the bank changes
+        search = BankSearch(self.memory_bank, self.num_neighbours, self.search, self.search_batch_size,
+                            ivf_lists=self.ivf_lists, ivf_probes=self.ivf_probes, seed=self.seed)
+        return PatchCoreScorer(self.features, search, self.smoothing_sigma)
+
+    @property
+    def _ivf_index(self):
+        """The ``faiss_ivf`` index the kept scorer searches (``None`` before its first search)."""
+        scorer = self.__dict__.get("_scorer")
+        return None if scorer is None else scorer.search.index
 
 
 class PadimModel(PatchModel):
@@ -346,7 +335,7 @@ class PadimModel(PatchModel):
     ) -> None:
         super().__init__(features, smoothing_sigma, image_threshold, pixel_threshold, num_examples)
         self.save_hyperparameters(ignore=["features"])
-        if isinstance(covariance_eps, bool) or not isinstance(covariance_eps, (int, float)) \
+        if not is_number(covariance_eps) \
                 or covariance_eps <= 0:
             raise ConfigError(f"covariance_eps must be a number > 0, got {covariance_eps!r}")
         check_int("position_chunk", position_chunk)
@@ -390,15 +379,12 @@ class PadimModel(PatchModel):
             precisions.append(torch.cholesky_inverse(torch.linalg.cholesky(covariance)))
         return {"position_mean": mean.float(), "position_precision": torch.cat(precisions).float()}
 
-    def patch_scores(self, features: Tensor) -> Tensor:
-        n, d, h, w = features.shape
-        if h * w != self.position_mean.shape[0] or d != self.position_mean.shape[1]:
-            raise ConfigError(
-                f"PaDiM was fitted on a grid of {self.position_mean.shape[0]} positions x "
-                f"{self.position_mean.shape[1]} features; these images give {h}x{w} x {d} "
-                "(a different backbone input_size or layers?)"
-            )
-        centred = features.permute(2, 3, 0, 1).reshape(h * w, n, d) - self.position_mean[:, None]
-        # squared Mahalanobis distance per position: (x - mu)^T Sigma^-1 (x - mu)
-        squared = (torch.bmm(centred, self.position_precision) * centred).sum(-1)  # positions x N
-        return squared.clamp_min(0.0).sqrt().T.reshape(n, h, w)
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[PadimModel]:
+        from adlight.nets import Backbone
+
+        return [cls(PatchFeatures(Backbone("efficientnet_lite0", weights=None, input_size=image_size)),
+                    smoothing_sigma=1.0)]
+
+    def build_scorer(self) -> PadimScorer:
+        return PadimScorer(self.features, self.position_mean, self.position_precision, self.smoothing_sigma)

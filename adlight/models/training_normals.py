@@ -10,8 +10,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from adlight.epoch_outputs import drop_repeated_indices
 from adlight.errors import ConfigError
+from adlight.metrics.epoch_outputs import drop_repeated_indices
 
 
 def training_normals_dataset(trainer: L.Trainer) -> Dataset:

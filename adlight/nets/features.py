@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adlight.checks import is_int
 from adlight.errors import ConfigError
 from adlight.nets.backbones import Backbone, pool_feature_map
 
@@ -91,7 +92,7 @@ class RawPixels(nn.Module):
 
     def __init__(self, size: int | None = None, grayscale: bool = True, unit_length: bool = True) -> None:
         super().__init__()
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        if size is not None and (not is_int(size) or size < 1):
             raise ConfigError(f"size must be an int >= 1 or null, got {size!r}")
         self.size = size
         self.grayscale = grayscale

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from adlight.losses import full_precision
+from adlight.nets.precision import full_precision
 
 
 def gaussian_line(kernel: int, sigma: float, device=None) -> Tensor:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adlight.checks import is_int
 from adlight.errors import ConfigError
 from adlight.nets.backbones import HEAD_TAPS, Backbone
 from adlight.nets.batchnorm_folding import folded_copy
@@ -71,7 +72,7 @@ class PatchFeatures(nn.Module):
                 f"layers {vector_taps} are pooled vectors with no spatial layout; patch features "
                 "need feature maps, e.g. layers: [blocks.2, blocks.4]"
             )
-        if isinstance(neighbourhood, bool) or not isinstance(neighbourhood, int) or neighbourhood < 1 \
+        if not is_int(neighbourhood) or neighbourhood < 1 \
                 or neighbourhood % 2 == 0:
             raise ConfigError(f"neighbourhood must be an odd int >= 1, got {neighbourhood!r}")
         self.neighbourhood = neighbourhood
@@ -94,7 +95,7 @@ class PatchFeatures(nn.Module):
 
     def _tile_layout(self, tile_size, tile_overlap) -> TileLayout:
         for argument, value, least in (("tile_size", tile_size, 1), ("tile_overlap", tile_overlap, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            if not is_int(value) or value < least:
                 raise ConfigError(f"{argument} must be an int >= {least} (pixels), got {value!r}")
         if tile_size > self.backbone.input_size:
             raise ConfigError(f"tile_size={tile_size} is larger than the backbone's "

@@ -16,9 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from adlight.cli.run_dirs import check_writable
 from adlight.errors import AdlightError, DataError
 from adlight.report_page.page import RESULTS_NAME, render
-from adlight.run_dirs import check_writable
 
 COMPARE_NAME = "compare.html"
 

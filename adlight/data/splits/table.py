@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adlight.checks import check_fraction
+from adlight.checks import check_fraction, is_number
 from adlight.data.datasets import Sample
 from adlight.data.splits.core import pick_abnormal, seeded_rng
 from adlight.errors import ConfigError, DataError
@@ -40,7 +40,7 @@ def check_size(name: str, value: Size | None, allow_none: bool = True) -> Size |
     """A per-class share: a fraction (float in [0, 1]) or a count (int >= 0)."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise ConfigError(
             f"{name} must be a fraction (float in [0, 1]) or a count (int >= 0), got {value!r}"
         )

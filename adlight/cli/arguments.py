@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from adlight.checks import check_int
+from adlight.checks import check_int, is_int
 from adlight.errors import ConfigError
 
 # trainer argument -> smallest accepted value; -1 means "no limit" where Lightning allows it
@@ -24,7 +24,7 @@ def check_trainer(trainer: dict[str, Any]) -> None:
             check_int(f"trainer.{name}", trainer[name], minimum)
     for name in _UNLIMITED:
         value = trainer.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+        if value is not None and (not is_int(value)
                                   or (value != -1 and value < 1)):
             raise ConfigError(f"trainer.{name} must be -1 (no limit) or an int >= 1, got {value!r}")
     clip = trainer.get("gradient_clip_val")
@@ -34,7 +34,7 @@ def check_trainer(trainer: dict[str, Any]) -> None:
 
 def check_seed_everything(seed: Any) -> None:
     # numpy's generators take 32-bit unsigned seeds; Lightning seeds them all
-    if not isinstance(seed, bool) and isinstance(seed, int) and not 0 <= seed < 2**32:
+    if is_int(seed) and not 0 <= seed < 2**32:
         raise ConfigError(f"seed_everything must be in [0, 2**32 - 1], got {seed}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from adlight.epoch_outputs import EpochOutputs
+from adlight.metrics.epoch_outputs import EpochOutputs
 
 
 @dataclass

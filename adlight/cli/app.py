@@ -16,12 +16,12 @@ for long and distributed runs:
 - ``adlight compare RUN_DIR RUN_DIR ...`` writes one page of test runs side by side;
 - ``adlight benchmark TABLE --root DATA`` regenerates a paper's table (:mod:`adlight.benchmark`).
 
-A config file may extend another (``base: _base.yaml``, :mod:`adlight.config_files`), and the
+A config file may extend another (``base: _base.yaml``, :mod:`adlight.cli.config_files`), and the
 datamodule's ``image_size`` drives the network's (see :data:`LINKED_SIZES`). ``adlight export``
 and ``adlight predict --exported`` dispatch to :mod:`adlight.export` / :mod:`adlight.inference`.
 
 Just over 300 lines because it is the one place that wires everything; the checks it runs
-live beside it (``arguments``, ``checkpoints``, ``run_dirs``, ``cli_errors``).
+live beside it (``arguments``, ``checkpoints``, ``run_dirs``, ``one_line``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from adlight import arguments, run_dirs
 from adlight.callbacks import PredictionWriter, TestReport
 from adlight.callbacks.resume import (
     AtomicCheckpointIO,
@@ -46,7 +45,8 @@ from adlight.callbacks.resume import (
     find_last_checkpoint,
 )
 from adlight.callbacks.tracking import RunArtifacts, WandbTestTable
-from adlight.checkpoints import (
+from adlight.cli import arguments, run_dirs
+from adlight.cli.checkpoints import (
     SPECIAL_PATHS,
     Checkpoint,
     check_parameter_shapes,
@@ -55,8 +55,8 @@ from adlight.checkpoints import (
     read_checkpoint,
     with_run_config,
 )
-from adlight.cli_errors import AdlightParser, adlight_cause, one_line
-from adlight.config_files import expand_config_args, load_config
+from adlight.cli.config_files import expand_config_args, load_config
+from adlight.cli.one_line import AdlightParser, adlight_cause, one_line
 from adlight.data import AnomalyDataModule
 from adlight.errors import ConfigError
 from adlight.models import AnomalyModule
@@ -339,18 +339,6 @@ def run(args: list[str] | None = None) -> None:
         finish_wandb_runs(exit_code)
 
 
-#: commands beside LightningCLI's fit/validate/test/predict, listed by ``adlight --help``
-OTHER_COMMANDS = {
-    "export": "write a fitted model as ONNX / OpenVINO / TorchScript with metadata.json",
-    "predict --exported": "score a folder with an exported model (no torch needed)",
-    "sweep": "run a grid of configs locally or on SLURM",
-    "benchmark": "regenerate a paper's table (a sweep and its report)",
-    "compare": "one page of test runs side by side",
-    "serve": "serve an exported model over HTTP (pip install \"adlight[serve]\")",
-    "demo": "a local page to try an exported model or a checkpoint (pip install \"adlight[demo]\")",
-}
-
-
 def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["sweep"]:
@@ -378,7 +366,7 @@ def main(args: list[str] | None = None) -> None:
             if argv[0] == "predict":
                 exported_predict_main(argv[1:])
                 return
-            # the export is handed the CLI that builds the model: it never imports cli.py;
+            # the export is handed the CLI that builds the model: it never imports the CLI;
             # --mlflow.* / --wandb.* publish what it wrote (adlight/tracking.py)
             export_args, trackers = split_tracker_args(argv[1:])
             path = export_main(export_args, AdlightCLI)

@@ -153,6 +153,19 @@ def _did_you_mean(line: str) -> str:
     return f"; did you mean '{missing.group(1)}.{close[0]}'?" if close else ""
 
 
+#: the commands adlight.cli.main dispatches before LightningCLI's fit/validate/test/predict
+#: see them, listed by ``adlight --help``
+OTHER_COMMANDS = {
+    "export": "write a fitted model as ONNX / OpenVINO / TorchScript with metadata.json",
+    "predict --exported": "score a folder with an exported model (no torch needed)",
+    "sweep": "run a grid of configs locally or on SLURM",
+    "benchmark": "regenerate a paper's table (a sweep and its report)",
+    "compare": "one page of test runs side by side",
+    "serve": "serve an exported model over HTTP (pip install \"adlight[serve]\")",
+    "demo": "a local page to try an exported model or a checkpoint (pip install \"adlight[demo]\")",
+}
+
+
 class AdlightParser(LightningArgumentParser):
     """LightningCLI's parser whose errors are ``adlight: error: ...`` lines (exit 2)."""
 
@@ -160,9 +173,6 @@ class AdlightParser(LightningArgumentParser):
         text = super().format_help()
         if getattr(self, "_subcommands_action", None) is None:  # a subcommand's own help
             return text
-        # the commands adlight.cli.main dispatches before LightningCLI sees them
-        from adlight.cli import OTHER_COMMANDS
-
         width = max(len(name) for name in OTHER_COMMANDS) + 2
         listed = "".join(f"    {name:<{width}}{what}\n" for name, what in OTHER_COMMANDS.items())
         return f"{text}\nother commands (adlight COMMAND --help for each):\n{listed}"
