@@ -20,8 +20,8 @@ import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 
 from adlight.callbacks.report import TestReport, test_dataset
-from adlight.report_page.thumbnails import map_range, outline, overlay, rgb
 from adlight.metrics.results import TestResults
+from adlight.report_page.thumbnails import map_range, outline, overlay, rgb
 
 
 def _numbers(report: dict, prefix: str = "report") -> dict[str, float]:
