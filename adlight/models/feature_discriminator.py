@@ -91,6 +91,12 @@ class FeatureDiscriminatorModel(AnomalyModule):
         super().on_train_start()
         grids = gather_training_features(self.trainer, self)  # N x D x h x w float16, by index
         n, d, h, w = grids.shape
+        training = getattr(self.trainer.datamodule, "train_dataset", None)
+        if training is not None and len(training) != n:
+            # the steps look a batch's features up by its index in the training normals
+            raise ConfigError(
+                f"FeatureDiscriminatorModel trains on normal images only, but the train split has "
+                f"{len(training) - n} anomalous ones: set --data.abnormal_train_fraction 0")
         self._train_patches = grids.permute(0, 2, 3, 1).reshape(n, h * w, d)
         # per-channel statistics from a strided sample of the patches (a few hundred thousand
         # rows give them to 3 digits; all of them would double the peak memory)
