@@ -93,8 +93,8 @@ class PatchModel(FrozenFeaturesModule):
         costs what 32 chunks cost. A traced export (adlight/export) runs it whole: a split
         would fix the batch size of the graph.
         """
-        side = self.features.backbone.input_size
-        per_chunk = max(1, BACKBONE_CHUNK_PIXELS // (side * side))
+        height, width = self.features.backbone.input_shape
+        per_chunk = max(1, BACKBONE_CHUNK_PIXELS // (height * width))
         if images.shape[0] <= per_chunk or images.device.type != "cpu" or torch.jit.is_tracing():
             return self.features(images)
         return torch.cat([self.features(chunk) for chunk in images.split(per_chunk)])
