@@ -21,7 +21,6 @@ from torch import Tensor
 from adlight.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.errors import ConfigError
 from adlight.metrics import (
-    auroc,
     evaluate,
     f1_optimal_threshold,
     has_both_classes,
@@ -29,7 +28,9 @@ from adlight.metrics import (
     per_class_metrics,
     pixel_ranking,
     threshold_outside_scores,
+    validation_summary,
 )
+from adlight.models.normal_threshold import image_threshold_from_normals, image_threshold_source
 from adlight.models.threshold_refresh import choose_thresholds_after_fit
 from adlight.process_memory import release_freed_memory
 from adlight.results import TestResults
@@ -80,6 +81,8 @@ class AnomalyModule(L.LightningModule):
         # never used: see usable_threshold)
         self.register_buffer("image_threshold_step", torch.tensor(-1, dtype=torch.int64))
         self.register_buffer("pixel_threshold_step", torch.tensor(-1, dtype=torch.int64))
+        # how many held-out training normals chose the image threshold (0: the validation split)
+        self.register_buffer("image_threshold_normals", torch.tensor(0, dtype=torch.int64))
         #: why no threshold was chosen, per level (shown as the threshold's source)
         self.threshold_notes: dict[str, str] = {}
         self.num_examples = num_examples
@@ -139,18 +142,23 @@ class AnomalyModule(L.LightningModule):
         if self.trainer.sanity_checking:
             return  # two batches are no basis for a threshold
         release_freed_memory()  # before the thresholds' sort of every validation pixel
-        if has_both_classes(outputs.label):
-            self.log("val/image_AUROC", auroc(outputs.score, outputs.label), sync_dist=True)
-        if outputs.has_pixels:
-            ranked = pixel_ranking(outputs)  # one numpy sort: torchmetrics' took 5x as long at 512 px
-            if ranked.both_classes:
-                self.log("val/pixel_AUROC", ranked.auroc(), sync_dist=True)
+        ranked = pixel_ranking(outputs)  # one numpy sort: torchmetrics' took 5x as long at 512 px
+        #: the last validation epoch's figures, reported beside the test's (recipes are chosen on them)
+        self.validation_report = validation_summary(outputs, ranked)
+        del ranked
+        for key in ("image_AUROC", "pixel_AUROC"):
+            if key in self.validation_report:
+                self.log(f"val/{key}", self.validation_report[key], sync_dist=True)
         self.choose_thresholds(outputs)
 
     def choose_thresholds(self, outputs: EpochOutputs) -> None:
         """Choose the ``val_f1`` thresholds on validation outputs of the current weights."""
         if self.image_threshold_mode == "val_f1":
-            self.image_threshold.fill_(self._val_threshold(outputs.score, outputs.label, "image"))
+            # a validation split too small for F1: held-out training normals (normal_threshold.py)
+            value, normals = image_threshold_from_normals(self) or (
+                self._val_threshold(outputs.score, outputs.label, "image"), 0)
+            self.image_threshold.fill_(value)
+            self.image_threshold_normals.fill_(normals)
             self.image_threshold_step.fill_(int(self.trained_steps))
         if self.pixel_threshold_mode == "val_f1":
             if outputs.has_pixels:
@@ -194,7 +202,7 @@ class AnomalyModule(L.LightningModule):
         if math.isnan(value):
             return value, self.threshold_notes.get(
                 level, "none: no threshold was chosen on the validation split for these weights")
-        return value, "validation split, F1-optimal"
+        return value, image_threshold_source(int(self.image_threshold_normals) if level == "image" else 0)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
@@ -209,6 +217,9 @@ class AnomalyModule(L.LightningModule):
             if prefix + name in missing_keys:
                 missing_keys.remove(prefix + name)
                 getattr(self, name).fill_(int(self.trained_steps))
+        if prefix + "image_threshold_normals" in missing_keys:  # from before held-out normals
+            missing_keys.remove(prefix + "image_threshold_normals")
+            self.image_threshold_normals.fill_(0)
 
     # ----- test: metrics ----------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
@@ -241,6 +252,8 @@ class AnomalyModule(L.LightningModule):
         # Tables 3-4, MVTec defect types)
         per_class = per_class_metrics(outputs, class_names, image_t, pixel_t, ranked=ranked)
         report["per_class"] = per_class
+        if getattr(self, "validation_report", None):
+            report["validation"] = dict(self.validation_report)
         pro_curve = None
         if ranked is not None and ranked.both_classes:
             # from the ranking while it exists: the results page's curve without another sort

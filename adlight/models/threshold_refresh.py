@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from adlight.models.base import AnomalyModule
 
 #: buffers that hold a threshold and the step of the weights it was chosen on
-THRESHOLD_BUFFERS = ("image_threshold", "image_threshold_step", "pixel_threshold", "pixel_threshold_step")
+THRESHOLD_BUFFERS = ("image_threshold", "image_threshold_step", "image_threshold_normals",
+                     "pixel_threshold", "pixel_threshold_step")
 
 
 def _chosen_levels(module: AnomalyModule) -> list[str]:
