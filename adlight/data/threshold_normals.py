@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from adlight.data.datasets import ImageFileDataset, TensorImageDataset
 from adlight.data.splits.fractions import hold_out_normals
 from adlight.data.transforms import eval_transform
+from adlight.errors import SmallValidationWarning
 
 
 def _counts(dataset: Dataset | None) -> tuple[int, int]:
@@ -70,17 +71,19 @@ def hold_out_threshold_normals(splits, fraction: float, min_val_images: int, see
         rank_zero_warn(
             f"{small}: an F1-optimal image threshold chosen on it is unreliable (it can flag "
             "every normal); set data threshold_normals (e.g. 0.1) to choose it from held-out "
-            "training normals, or give a fixed image_threshold")
+            "training normals, or give a fixed image_threshold", category=SmallValidationWarning)
         return splits
     parts = _split_dataset(splits.train, fraction, seed, image_size)
     if parts is None:
         rank_zero_warn(f"{small}, but threshold_normals={fraction} holds out no training normal: "
-                       "the image threshold is chosen on the validation split")
+                       "the image threshold is chosen on the validation split",
+                       category=SmallValidationWarning)
         return splits
     train, held = parts
     rank_zero_warn(
         f"{small}: {len(held)} training normals (threshold_normals={fraction}) are held out of "
-        "training, and the image threshold is a high quantile of their scores")
+        "training, and the image threshold is a high quantile of their scores",
+        category=SmallValidationWarning)
     out = copy.copy(splits)
     out.train, out.threshold_normals = train, held
     return out
