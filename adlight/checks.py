@@ -43,3 +43,29 @@ def check_seed(name: str, value: object, error: type[AdlightError] = ConfigError
     if not is_int(value):
         raise error(f"{name} must be an int, got {value!r}")
     return value
+
+
+def check_image_size(name: str, value: object, minimum: int = 1,
+                     error: type[AdlightError] = ConfigError) -> int | tuple[int, int]:
+    """An image size: an int (a square side) or ``[height, width]``, each >= ``minimum``.
+
+    A pair of equal sides is returned as the int, so a square size has one spelling (the
+    fitted heads' identity and the checkpoints compare it as text); an unequal pair as the
+    tuple ``(height, width)``.
+    """
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum
+                                  for v in value):
+            raise error(f"{name} must be an int >= {minimum} or [height, width] of two such "
+                        f"ints, got {list(value)!r}")
+        height, width = (int(v) for v in value)
+        return height if height == width else (height, width)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise error(f"{name} must be an int >= {minimum} or [height, width] of two such ints, "
+                    f"got {value!r}")
+    return value
+
+
+def image_shape(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of a size :func:`check_image_size` accepted."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

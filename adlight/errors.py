@@ -23,3 +23,8 @@ class CheckpointError(AdlightError, ValueError):
 
 class OutputError(AdlightError, OSError):
     """An output directory (``default_root_dir``, a logger's ``save_dir``) that cannot be written."""
+
+
+class SmallValidationWarning(UserWarning):
+    """The validation split has too few images of a class for an F1-optimal image threshold
+    to mean much (``min_val_images``; :mod:`adlight.data.threshold_normals`)."""

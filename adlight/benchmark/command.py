@@ -31,6 +31,7 @@ from adlight.benchmark.report import (
 from adlight.benchmark.tables import CONFIGS, TABLES, Table, get_table, table_configs
 from adlight.checks import is_int
 from adlight.errors import AdlightError, ConfigError, DataError
+from adlight.results import RUN_COST_FILE
 from adlight.sweep import (
     CLUSTERS,
     Runner,
@@ -88,7 +89,7 @@ def _values(text: str | None, flag: str) -> list[Any]:
 def build_sweep(table: Table, ns: argparse.Namespace) -> tuple[Sweep, dict[str, Any]]:
     """The table as a sweep spec; also the overrides the user's budget and --set chose."""
     root = Path(ns.root).resolve()
-    configs = table_configs(table, Path(ns.configs), ns.only.split(",") if ns.only else [])
+    configs = _configs(table, ns, root)
     grid = table.grid(root)
     trials, seeds = _values(ns.trials, "--trials"), _values(ns.seeds, "--seeds")
     if trials and table.repeat_key != "data.trial":
@@ -101,10 +102,28 @@ def build_sweep(table: Table, ns: argparse.Namespace) -> tuple[Sweep, dict[str, 
         grid["seed_everything"] = seeds
     chosen = {**(table.quick if ns.budget == "quick" else {}), **_parse_pairs(ns.set, "--set", False)}
     sweep = Sweep(configs=[str(c) for c in configs], grid=grid,
-                  set={**table.data_overrides(root), **chosen},
+                  set={**table.data_overrides(root), **table.extra_set, **chosen},
                   output=ns.output, cluster=ns.cluster,
                   slurm=_parse_pairs(ns.slurm, "--slurm", False))
     return sweep, chosen
+
+
+def _configs(table: Table, ns: argparse.Namespace, root: Path | None) -> list[Path]:
+    """The table's configs; a derived table's (``develop``) written under ``--output``."""
+    only = ns.only.split(",") if ns.only else []
+    if table.derive is not None:
+        return table.derive(Path(ns.configs), root or Path("."), Path(ns.output), only)
+    return table_configs(table, Path(ns.configs), only)
+
+
+def _with_run_cost(found: tuple[Path, dict] | None) -> tuple[Path, dict] | None:
+    """A run's report with its ``run_cost.json`` (adlight.callbacks.RunCost) as ``run_cost``."""
+    if found is None:
+        return None
+    cost = found[0].with_name(RUN_COST_FILE)
+    if cost.is_file():
+        return found[0], {**found[1], "run_cost": json.loads(cost.read_text())}
+    return found
 
 
 def _results(table: Table, rows: list[dict[str, Any]], folder: Path | None = None) -> list[RunResult]:
@@ -117,9 +136,9 @@ def _results(table: Table, rows: list[dict[str, Any]], folder: Path | None = Non
             if table.repeat_key != "seed_everything" else point.pop("seed_everything", "default")
         found = None
         if row.get("status") in ("done", "reused") and row.get("run_dir"):
-            found = latest_report(Path(row["run_dir"]))
+            found = _with_run_cost(latest_report(Path(row["run_dir"])))
         elif row.get("status") == "submitted" and folder is not None:  # a SLURM run since done?
-            found = latest_report(folder / row["run"])
+            found = _with_run_cost(latest_report(folder / row["run"]))
         error = str(row.get("error") or "") or \
             ("" if found else f"no metrics.json yet (status {row.get('status')})")
         results.append(RunResult(Path(row["config"]).stem, point, repeat,
@@ -181,8 +200,7 @@ def _main(argv: list[str], runner: Runner) -> Path | None:
     ran_here = not ns.from_runs
     if ns.from_runs:
         folder = Path(ns.from_runs)
-        configs = [str(c) for c in table_configs(table, Path(ns.configs),
-                                                 ns.only.split(",") if ns.only else [])]
+        configs = [str(c) for c in _configs(table, ns, Path(ns.root).resolve() if ns.root else None)]
         rows, chosen, ran = read_sweep_folder(folder, configs), {}, f"none (read from {folder})"
         results = _results(table, rows, folder)
     else:

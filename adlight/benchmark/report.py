@@ -168,19 +168,21 @@ def write_table(directory: Path, table: Table, summaries: dict[Cell, Summary],
     lines = [f"# {table.title}", "", *header, "", table.notes, ""]
     csv_rows: list[dict[str, Any]] = []
     for section, (rows, columns) in layout.items():
+        heads = [(c, f"{c} (paper)") if table.paper_column else (c,) for c in columns]
         lines += [f"## {section}", "",
-                  "| row | " + " | ".join(f"{c} | {c} (paper)" for c in columns) + " |",
-                  "|---|" + "---|---|" * len(columns)]
+                  "| row | " + " | ".join(h for pair in heads for h in pair) + " |",
+                  "|---|" + ("---|---|" if table.paper_column else "---|") * len(columns)]
         for row in rows:
             cells, csv_row = [], {"section": section, "row": row}
             for column in columns:
                 cell = (section, row, column)
                 summary = summaries.get(cell, Summary(problem="-"))
-                cells += [summary.text(), _paper_text(paper, cell)]
+                cells += [summary.text(), _paper_text(paper, cell)] if table.paper_column else [summary.text()]
                 csv_row.update({f"{column} mean": _number(summary.mean),
                                 f"{column} std": _number(summary.std),
-                                f"{column} n": len(summary.values),
-                                f"{column} paper": _paper_text(paper, cell)})
+                                f"{column} n": len(summary.values)})
+                if table.paper_column:
+                    csv_row[f"{column} paper"] = _paper_text(paper, cell)
                 if summary.problem and not summary.values:
                     csv_row[f"{column} mean"] = summary.problem
             lines.append(f"| {row} | " + " | ".join(cells) + " |")

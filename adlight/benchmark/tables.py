@@ -51,6 +51,11 @@ class Table:
     mean_over: dict[str, str] = field(default_factory=dict)  # section -> "rows" | "columns"
     baseline_row: str | None = None  # rows tested against it (Wilcoxon on image_AUROC_by_nu)
     notes: str = ""
+    # (configs folder, data root, output folder, --only) -> config files written for the runs,
+    # where a table's runs are not its configs x a grid (the development table)
+    derive: Callable[[Path, Path, Path, list[str]], list[Path]] | None = None
+    extra_set: dict[str, Any] = field(default_factory=dict)  # overrides of every run
+    paper_column: bool = True  # a "(paper)" column beside each of ours
 
 
 def _get(report: dict[str, Any] | None, *keys: str) -> float | None:
@@ -223,3 +228,164 @@ def table_configs(table: Table, configs: Path, only: list[str]) -> list[Path]:
     if not found:
         raise ConfigError(f"table {table.name} has no config under {configs}")
     return found
+
+
+# ----- the development table: every localising or image-level config across categories ---
+@dataclass(frozen=True)
+class DevelopData:
+    """One column of ``adlight benchmark develop``: a category under ``--root``.
+
+    ``image_size`` (``None``: the config's own) is set as ``data.image_size`` and as every
+    backbone's ``input_size``; a config without a backbone (a network built for square
+    images) keeps its own square size where the column's is not square. ``data_config``:
+    the column reads its whole ``data`` block from that config (another datamodule).
+    """
+
+    key: str  # config stem suffix and run folder
+    name: str  # column header
+    folder: str  # under --root
+    category: str | None = None
+    image_size: int | list[int] | None = None
+    data_config: str | None = None
+    has_masks: bool = True
+
+
+#: the development table's columns (a new category is one line here)
+DEVELOP_DATA: tuple[DevelopData, ...] = (
+    DevelopData("bottle_256", "bottle 256", "mvtec_ad", "bottle"),
+    DevelopData("bottle_512", "bottle 512", "mvtec_ad_512", "bottle", 512),
+    DevelopData("screw", "screw", "mvtec_ad_image_level", "screw", has_masks=False),
+    # its 256 x 640 surfaces at half size, aspect kept: PatchCore at [640, 256] has 4x the
+    # candidates and 16x the coreset work of [320, 128] (one fit took ~8 min here under load at
+    # [320, 128])
+    DevelopData("kolektor", "KolektorSDD", "kolektor_sdd", "commutator", [320, 128]),
+    # at the HAM10000 configs' 128 px (the copy's images are 200 x 150)
+    DevelopData("ham10000", "HAM10000", "ham10000", image_size=128,
+                data_config="patch_features/ham10000_patchcore.yaml", has_masks=False),
+)
+
+#: the development table's rows: every shipped MVTec-layout config (``configs/*/mvtec_*.yaml``),
+#: so a new family's config is a row by being there; left out, with the reason:
+DEVELOP_EXCLUDED = {
+    "mvtec_ae_l2_generated": "needs a DCGAN run's generator file first",
+    "mvtec_small_cnn": "supervised: trains on anomalous images",
+}
+
+#: a stem is ``<config stem><DEVELOP_SEPARATOR><data key>``
+DEVELOP_SEPARATOR = "__"
+BACKBONE_SIZE_KEY = ("backbone", "init_args", "input_size")
+
+
+def develop_configs(configs: Path) -> list[Path]:
+    """The development table's family configs (its rows), in path order."""
+    return sorted(p for p in configs.glob("*/mvtec_*.yaml") if p.stem not in DEVELOP_EXCLUDED)
+
+
+def _backbone_size_paths(node: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Where a resolved config sets a backbone's ``input_size`` (any depth under ``model``)."""
+    found = []
+    if isinstance(node, dict):
+        if path[-2:] == BACKBONE_SIZE_KEY[:2] and "input_size" in node:
+            found.append((*path, "input_size"))
+        for key, value in node.items():
+            found += _backbone_size_paths(value, (*path, str(key)))
+    return found
+
+
+def _nested(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out: Any = value
+    for key in reversed(path):
+        out = {key: out}
+    return out
+
+
+def develop_config(family: Path, data: DevelopData, root: Path, configs: Path) -> dict[str, Any]:
+    """The YAML of one run of the development table: the family's config on ``data``."""
+    from adlight.config_files import load_config, merge
+
+    resolved = load_config(family)
+    if data.data_config:
+        block = dict(load_config(configs / data.data_config)["data"])
+        block["init_args"] = {**block.get("init_args", {}), "root": str(root / data.folder)}
+        data_block = block
+    else:
+        data_block = {"init_args": {"root": str(root / data.folder), "category": data.category}}
+    out: dict[str, Any] = {"base": str(family.resolve()), "data": data_block}
+    sizes = _backbone_size_paths(resolved.get("model"), ("model",))
+    size = data.image_size
+    square = not isinstance(size, list) or size[0] == size[1]
+    if size is not None and (sizes or square):  # a square-only network keeps its own size
+        copy = (lambda: list(size)) if isinstance(size, list) else (lambda: size)  # no YAML anchors
+        out["data"] = merge(out["data"], {"init_args": {"image_size": copy()}})
+        for path in sizes:
+            out = merge(out, _nested(path, copy()))
+    return out
+
+
+def write_develop_configs(configs: Path, root: Path, output: Path, only: list[str]) -> list[Path]:
+    """Every (family config, column) run as a config file under ``output/configs``.
+
+    ``only``: config stems, column keys or ``<stem>__<key>`` names to keep (empty: all)."""
+    import yaml
+
+    folder = output / "configs"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for family in develop_configs(configs):
+        for data in DEVELOP_DATA:
+            stem = f"{family.stem}{DEVELOP_SEPARATOR}{data.key}"
+            if only and not {family.stem, data.key, stem} & set(only):
+                continue
+            path = folder / f"{stem}.yaml"
+            text = yaml.safe_dump(develop_config(family, data, root, configs), sort_keys=False)
+            path.write_text(f"# adlight benchmark develop: {family.name} on {data.name}\n{text}")
+            written.append(path)
+    if not written:
+        raise ConfigError(f"--only {','.join(only)}: no config stem, column key ("
+                          f"{', '.join(d.key for d in DEVELOP_DATA)}) or run of the development table")
+    return written
+
+
+def _gigabytes(value: Any) -> float | None:
+    return float(value) / 1e9 if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _develop_cells(stem, point, report):
+    family, _, key = stem.partition(DEVELOP_SEPARATOR)
+    data = next((d for d in DEVELOP_DATA if d.key == key), None)
+    column = data.name if data else key
+    metrics = [("image AUROC", "image_AUROC")]
+    if data is None or data.has_masks:
+        metrics += [("pixel AUROC", "pixel_AUROC"), ("pixel AUPRO", "pixel_AUPRO")]
+    cells: dict[Cell, float | None] = {}
+    for name, metric in metrics:
+        cells[(f"{name}, validation split", family, column)] = _get(report, "validation", metric)
+        cells[(f"{name}, test split", family, column)] = _get(report, metric)
+    fit, test = _get(report, "run_cost", "fit_seconds"), _get(report, "run_cost", "test_seconds")
+    cells[("fit + test seconds", family, column)] = None if fit is None or test is None else fit + test
+    cells[("peak RSS (GB)", family, column)] = _gigabytes((report or {}).get("run_cost", {}).get("peak_rss_bytes"))
+    return cells
+
+
+DEVELOP = Table(
+    "develop", "Development table: every localising or image-level config across categories",
+    develop_configs, lambda root: {}, lambda root: {}, _develop_cells,
+    quick=QUICK_EPOCHS,
+    mean_over={f"{name}, {split} split": "columns" for name in ("image AUROC", "pixel AUROC", "pixel AUPRO")
+               for split in ("validation", "test")},
+    notes="Recipes are chosen on the validation split's numbers, never on the test split's. "
+          "Columns: " + "; ".join(
+              f"{d.name} = {d.folder}/{d.category or ''}"
+              + (f" at {d.image_size}" if d.image_size else "")
+              + (f" (data block of {d.data_config})" if d.data_config else "")
+              for d in DEVELOP_DATA)
+          + ". A size is set as data.image_size and every backbone input_size; a config "
+          "without a backbone keeps its own square size where the column's is not square. "
+          "Pixel columns only where the category has masks; a mean over the categories that "
+          "have the figure. Seconds are wall-clock (fit, then test, in the run's own process) "
+          "and peak RSS that process's (getrusage); the run_cost.json of adlight.callbacks.RunCost. "
+          "Left out: " + "; ".join(f"{k} ({v})" for k, v in DEVELOP_EXCLUDED.items()) + ".",
+    derive=write_develop_configs, paper_column=False,
+    extra_set={"trainer.callbacks+": "adlight.callbacks.RunCost"},
+)
+TABLES[DEVELOP.name] = DEVELOP

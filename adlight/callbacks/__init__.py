@@ -1,4 +1,4 @@
-"""Callbacks: the test report, the prediction writer, resuming, and for the GAN its sample
+"""Callbacks: the test report, the prediction writer, resuming, a run's cost, and for the GAN its sample
 grids, the Frechet distance and the generator's export."""
 
 from adlight.callbacks.frechet import FrechetDistance
@@ -7,6 +7,7 @@ from adlight.callbacks.generator_export import ExportGenerator
 from adlight.callbacks.predictions import PredictionWriter
 from adlight.callbacks.report import TestReport
 from adlight.callbacks.resume import LastCheckpoint, RandomStateCheckpoint
+from adlight.callbacks.run_cost import RunCost
 
 __all__ = [
     "ExportGenerator",
@@ -14,6 +15,7 @@ __all__ = [
     "LastCheckpoint",
     "PredictionWriter",
     "RandomStateCheckpoint",
+    "RunCost",
     "SampleGrid",
     "TestReport",
 ]

@@ -105,6 +105,18 @@ def per_class_table(per_class: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
+#: the metrics.json key that says why an image-level run has no pixel metrics
+IMAGE_LEVEL_KEY = "image_level"
+
+
+def image_level_note(trainer: L.Trainer, report: dict) -> str | None:
+    """The datamodule's ``pixel_metrics_note`` (an MVTec-layout category without
+    ``ground_truth/``) when the report has no pixel metrics; ``None`` otherwise."""
+    note = getattr(getattr(trainer, "datamodule", None), "pixel_metrics_note", None)
+    has_pixels = any(key.startswith("pixel_") and not key.startswith("pixel_threshold") for key in report)
+    return note if isinstance(note, str) and note and not has_pixels else None
+
+
 def test_dataset(trainer: L.Trainer):
     """The dataset the test ran on (the datamodule's, else the first test loader's), or ``None``."""
     dataset = getattr(getattr(trainer, "datamodule", None), "test_dataset", None)
@@ -183,12 +195,19 @@ class TestReport(Callback):
         if not trainer.is_global_zero or results is None:
             return
         report = dict(results.report)
+        self._notes = []
+        image_level = image_level_note(trainer, report)
+        if image_level:
+            # no masks at all: no pixel threshold either, and one line says why
+            for key in ("pixel_threshold", "pixel_threshold_source"):
+                report.pop(key, None)
+            report[IMAGE_LEVEL_KEY] = image_level
+            self._notes.append(image_level)
         report["model"] = results.model_name
         report["checkpoint"] = trainer.ckpt_path
         metrics_path = unique_path(directory / "metrics.json")
         write_whole(metrics_path, json.dumps(_json_ready(report), indent=2) + "\n")
         self.written = [metrics_path]
-        self._notes = []
         self.confusion = confusion_rows(report)
         if self.confusion:
             self.written.append(write_confusion_csv(self.confusion, unique_path(directory / "confusion.csv")))
@@ -238,7 +257,7 @@ class TestReport(Callback):
         table.add_column("metric")
         table.add_column("value", justify="right")
         for key, value in report.items():
-            if isinstance(value, dict) or key in ("model", "checkpoint"):
+            if isinstance(value, dict) or key in ("model", "checkpoint", IMAGE_LEVEL_KEY):
                 continue
             if isinstance(value, list):  # an interval
                 shown = "[" + ", ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in value) + "]"
@@ -252,5 +271,5 @@ class TestReport(Callback):
         if self.confusion and image_threshold is not None:
             console.print(confusion_table(self.confusion, image_threshold))
         for note in self._notes:
-            console.print(note)
+            console.print(note, soft_wrap=True)  # one line each, however wide the terminal
         console.print("wrote " + ", ".join(str(p) for p in self.written))

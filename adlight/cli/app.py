@@ -79,6 +79,30 @@ from adlight.tracking import (
 LINKED_SIZES = (("data.init_args.image_size", "model.init_args.network.init_args.image_size"),)
 
 
+def square_network_size(size: object) -> object:
+    """The data's image size as a linked network's ``image_size``: ``[s, s]`` is ``s``."""
+    if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
+        return size[0]
+    return size
+
+
+def _check_square_network(args: list[str]) -> None:
+    """A non-square ``data.image_size`` with a linked network (autoencoders, DCGAN: fixed
+    dense layers, one int ``image_size``) is one line here, not a type error after parsing.
+    Families on a backbone take it (``Backbone.input_size``, not linked)."""
+    sizes = _explicit_values(args, "data.init_args.image_size") or _explicit_values(args, "data.image_size")
+    size = sizes[-1] if sizes else None
+    if isinstance(size, str):
+        size = yaml.safe_load(size)
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and size[0] != size[1]):
+        return
+    if _explicit_values(args, "model.init_args.network") or _explicit_values(args, "model.network"):
+        raise ConfigError(
+            f"data.image_size={list(size)} is not square, but this model's network takes square "
+            "images only (its image_size is one int, fixed by its layers): set data.image_size "
+            "to one int")
+
+
 def _explicit_values(args: list[str], target: str) -> list[object]:
     """Values ``args`` give ``target`` in their config files and on the command line, in order
     (the last one is the one that counts)."""
@@ -153,7 +177,7 @@ class AdlightCLI(LightningCLI):
         parser.add_class_arguments(MlflowOptions, "mlflow")  # the same, beside W&B (tracking.py)
         for source, target in LINKED_SIZES:
             # on parse: a model without the target (no network, a backbone) ignores the link
-            parser.link_arguments(source, target, apply_on="parse")
+            parser.link_arguments(source, target, compute_fn=square_network_size, apply_on="parse")
 
     def parse_arguments(self, parser, args) -> None:
         self._checkpoint: Checkpoint | None = None
@@ -169,6 +193,7 @@ class AdlightCLI(LightningCLI):
             self._checkpoint = read_checkpoint(ckpt_path)
         # the link overwrites a size the config also gives: a different one is an error,
         # checked before parsing too, as --print_config exits inside the parser
+        _check_square_network(args)
         for source, target in LINKED_SIZES:
             given = _explicit_values(args, source)
             if given:

@@ -19,11 +19,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from adlight.checks import check_int, check_seed
+from adlight.checks import check_fraction, check_image_size, check_int, check_seed, image_shape
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.images import list_images, warn_not_images
 from adlight.data.loader import LoaderOptions, usable_workers
 from adlight.data.predict import PredictImageDataset, PredictLoader, collate_readable
+from adlight.data.threshold_normals import hold_out_threshold_normals
 from adlight.data.transforms import eval_transform
 from adlight.errors import DataError
 
@@ -43,13 +44,16 @@ class SplitDatasets:
     val: Dataset | None
     test: Dataset
     class_names: list[str]
+    #: training normals held out of ``train`` to choose the image threshold (``threshold_normals``)
+    threshold_normals: Dataset | None = None
 
 
 class AnomalyDataModule(L.LightningDataModule):
     """Base datamodule: batches follow ``docs/contracts.md``.
 
     Args:
-        image_size: images (and masks) are resized to ``image_size x image_size``.
+        image_size: images (and masks) are resized to ``image_size x image_size``, or to
+            ``[height, width]`` (e.g. ``[640, 256]`` keeps a tall surface's aspect).
         channels: 1 (grayscale) or 3 (RGB); files of the other kind are converted.
         seed: seeds every split, so the same seed gives the same split on every process.
         predict_dir: when given, ``predict_dataloader`` yields every image file under this
@@ -58,22 +62,31 @@ class AnomalyDataModule(L.LightningDataModule):
             ``unreadable`` in its batch (:mod:`adlight.data.predict`).
         strict_predict: stop at the first predict file that cannot be decoded instead.
         loader: batch size, workers, image cache and train-only augmentations.
+        threshold_normals: share of the training normals (seeded) held out of training to
+            choose the image threshold when the validation split is too small for an
+            F1-optimal one (``min_val_images``); 0 (default) holds none out and warns instead.
+            The model then takes a high quantile of their scores
+            (:mod:`adlight.models.normal_threshold`); ``split.csv`` lists them as ``threshold``.
+        min_val_images: the fewest normal and the fewest anomalous validation images an
+            F1-optimal image threshold is chosen from; below it ``threshold_normals`` applies.
     """
 
     def __init__(
         self,
-        image_size: int = 128,
+        image_size: int | tuple[int, int] = 128,
         channels: int = 3,
         seed: int = 0,
         predict_dir: str | None = None,
         strict_predict: bool = False,
         loader: LoaderOptions = LoaderOptions(),  # noqa: B008 (frozen: shared safely)
+        threshold_normals: float = 0.0,
+        min_val_images: int = 10,
     ) -> None:
         super().__init__()
         if not isinstance(loader, LoaderOptions):
             raise DataError(f"loader must be a LoaderOptions, got {type(loader).__name__}")
         self.loader = loader
-        self._image_size = check_int("image_size", image_size, 1, DataError)
+        self._image_size = check_image_size("image_size", image_size, 1, DataError)
         if channels not in (1, 3) or isinstance(channels, bool):
             raise DataError(f"channels must be 1 or 3, got {channels!r}")
         self._channels = channels
@@ -82,6 +95,8 @@ class AnomalyDataModule(L.LightningDataModule):
         if not isinstance(strict_predict, bool):
             raise DataError(f"strict_predict must be true or false, got {strict_predict!r}")
         self.strict_predict = strict_predict
+        self.threshold_normals = check_fraction("threshold_normals", threshold_normals, error=DataError)
+        self.min_val_images = check_int("min_val_images", min_val_images, 1, DataError)
         self._splits: SplitDatasets | None = None
         self._predict_set: Dataset | None = None
 
@@ -107,9 +122,14 @@ class AnomalyDataModule(L.LightningDataModule):
         return self.loader.cache_images
 
     @property
-    def image_size(self) -> int:
-        """Height and width of every ``image`` (and ``mask``)."""
+    def image_size(self) -> int | tuple[int, int]:
+        """The size of every ``image`` (and ``mask``): an int (square) or ``(height, width)``."""
         return self._image_size
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of every ``image`` (and ``mask``)."""
+        return image_shape(self._image_size)
 
     @property
     def channels(self) -> int:
@@ -141,6 +161,15 @@ class AnomalyDataModule(L.LightningDataModule):
             self._predict_set = self._build_predict_set()
         return self._predict_set
 
+    def threshold_normals_dataset(self) -> Dataset | None:
+        """The training normals held out to choose the image threshold (``None``: none were)."""
+        return self._ensure_splits().threshold_normals
+
+    def threshold_normals_dataloader(self) -> DataLoader | None:
+        """A loader over :meth:`threshold_normals_dataset` (``None`` when there is none)."""
+        ds = self.threshold_normals_dataset()
+        return None if ds is None or len(ds) == 0 else self._loader(ds, shuffle=False)
+
     def train_eval_dataset(self) -> Dataset:
         """The training normals with the eval transform (no augmentation), in a fixed order.
 
@@ -163,7 +192,10 @@ class AnomalyDataModule(L.LightningDataModule):
         """``{"train"|"val"|"test": {"normal": n, "anomalous": m}}`` of the current split."""
         out = {}
         s = self._ensure_splits()
-        for name, ds in (("train", s.train), ("val", s.val), ("test", s.test)):
+        for name, ds in (("train", s.train), ("val", s.val), ("test", s.test),
+                         ("threshold", s.threshold_normals)):
+            if name == "threshold" and ds is None:
+                continue
             labels = [r[1] for r in ds.rows()] if ds is not None else []
             out[name] = {"normal": labels.count(0), "anomalous": labels.count(1)}
         return out
@@ -215,7 +247,8 @@ class AnomalyDataModule(L.LightningDataModule):
             if len(splits.train) == 0:
                 raise DataError(f"{type(self).__name__}: no training images after splitting")
             self._warn_one_class_val(splits.val)
-            self._splits = splits
+            self._splits = hold_out_threshold_normals(splits, self.threshold_normals,
+                                                      self.min_val_images, self.seed, self.image_size)
         return self._splits
 
     def _warn_one_class_val(self, val: Dataset | None) -> None:
@@ -298,7 +331,8 @@ class AnomalyDataModule(L.LightningDataModule):
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "split", "label", "class"])
-            for split, ds in (("train", s.train), ("val", s.val), ("test", s.test)):
+            for split, ds in (("train", s.train), ("val", s.val), ("test", s.test),
+                              ("threshold", s.threshold_normals)):
                 if ds is None:
                     continue
                 for p, label, cid in ds.rows():

@@ -12,6 +12,14 @@ point clouds are not used), MVTec AD 2 (``test_public/{good,bad}`` with masks in
 ``test_public/ground_truth/bad/<name>_mask.png``; its unlabelled ``test_private*`` folders are
 not used), a converted VisA category (masks named like their image) and your own part.
 
+Image-level categories: a category with no ``ground_truth/`` folder at all (neither beside
+``test`` nor inside it, and not the 3D-AD layout) has no masks: it runs with image metrics only,
+and says so once at setup (:attr:`MVTecDataModule.pixel_metrics_note`). A category that has
+``ground_truth/`` but lacks one anomalous image's mask is still an error (``docs/bad_input.md``).
+
+Non-square images: ``image_size: [height, width]`` resizes to that shape (KolektorSDD's
+256 x 640 surfaces as ``[640, 256]``); an int resizes to a square.
+
 Splits: train = ``train/good``. The test images are split, seeded and stratified per defect
 type (``good`` included), into a validation part (``val_fraction``, used to choose thresholds)
 and the test part; the validation images are removed from the test split, so thresholds never
@@ -23,6 +31,8 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_info
 
 from adlight.checks import check_fraction
 from adlight.data.base import AnomalyDataModule, SplitDatasets
@@ -79,7 +89,7 @@ class MVTecDataModule(AnomalyDataModule):
         self,
         root: str,
         category: str = "bottle",
-        image_size: int = 256,
+        image_size: int | tuple[int, int] = 256,
         channels: int = 3,
         val_fraction: float = 0.25,
         abnormal_train_fraction: float = 0.0,
@@ -102,6 +112,21 @@ class MVTecDataModule(AnomalyDataModule):
     @property
     def category_dir(self) -> Path:
         return self.root / self.category
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the category has masks: a ``ground_truth/`` folder (beside ``test`` or in
+        it) or the 3D-AD layout. Without one it is an image-level category."""
+        return bool(self._rgb_subfolder) or (self.category_dir / "ground_truth").is_dir() \
+            or (self._test_dir / "ground_truth").is_dir()
+
+    @property
+    def pixel_metrics_note(self) -> str | None:
+        """Why this run has no pixel metrics (``None`` when the category has masks)."""
+        if not self.category_dir.is_dir() or self.has_masks:
+            return None
+        return (f"image metrics only: {self.category_dir} has no ground_truth/ folder "
+                "(an image-level category), so there are no pixel metrics")
 
     def prepare_data(self) -> None:
         """Download and extract ``url`` into ``root`` when asked and the category is missing."""
@@ -240,6 +265,9 @@ class MVTecDataModule(AnomalyDataModule):
         )
         defects = [p.name for p in test_dirs if p.name != "good"]
         class_names = ["good", *defects]
+        has_masks = self.has_masks
+        if not has_masks:
+            rank_zero_info(f"{type(self).__name__}: {self.pixel_metrics_note}")
         pool: list[Sample] = []
         for d in test_dirs:
             cid = class_names.index(d.name)
@@ -247,12 +275,14 @@ class MVTecDataModule(AnomalyDataModule):
                 if d.name == "good":
                     pool.append(Sample(str(f), 0, cid))
                 else:
-                    pool.append(Sample(str(f), 1, cid, str(self._mask_of(f, d.name))))
+                    mask = str(self._mask_of(f, d.name)) if has_masks else None
+                    pool.append(Sample(str(f), 1, cid, mask))
         if not pool:
             raise DataError(f"{self._test_dir} holds no images")
-        check_masks(pool)
+        if has_masks:
+            check_masks(pool)
         train = [Sample(str(f), 0, 0) for f in train_files]
         train, val, test = test_derived_validation(
             train, pool, self.val_fraction, self.abnormal_train_fraction, self.seed
         )
-        return self._file_splits(train, val, test, class_names, has_masks=True)
+        return self._file_splits(train, val, test, class_names, has_masks=has_masks)

@@ -17,7 +17,7 @@ from typing import Any
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from adlight.checks import check_int
+from adlight.checks import check_image_size, image_shape
 from adlight.errors import DataError
 
 
@@ -38,14 +38,15 @@ class ClampImage(v2.Transform):
         )
 
 
-def eval_transform(image_size: int) -> v2.Compose:
-    """Resize to ``image_size x image_size`` (bilinear with antialias; masks nearest)."""
-    image_size = check_int("image_size", image_size, 1, DataError)
+def eval_transform(image_size: int | tuple[int, int]) -> v2.Compose:
+    """Resize to ``image_size x image_size`` or to ``(height, width)`` (bilinear with
+    antialias; masks nearest)."""
+    image_size = check_image_size("image_size", image_size, 1, DataError)
     # bilinear, not bicubic: bicubic overshoots [0, 1] by far more than float rounding
     return v2.Compose(
         [
             v2.Resize(
-                (image_size, image_size),
+                image_shape(image_size),
                 interpolation=v2.InterpolationMode.BILINEAR,
                 antialias=True,
             ),

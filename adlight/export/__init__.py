@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 import adlight
+from adlight.checks import image_shape
 from adlight.export.graphs import scoring_graph, threshold_entry
 from adlight.export.writers import FORMATS, INPUT_NAME, MODEL_FILES, OPSET, WRITERS, check_format
 
@@ -24,7 +25,7 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def export_model(model, fmt: str, out: str | Path, image_size: int, channels: int,
+def export_model(model, fmt: str, out: str | Path, image_size: int | tuple[int, int], channels: int,
                  class_names: list[str] | None = None, checkpoint: str | None = None,
                  bank_chunk: int = 4096) -> Path:
     """Write ``out/<model file>`` and ``out/metadata.json``; returns the metadata's path."""
@@ -33,7 +34,8 @@ def export_model(model, fmt: str, out: str | Path, image_size: int, channels: in
     facts = model.export_facts()  # the model's class and representation: the family says them
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    example = torch.randint(0, 256, (2, channels, image_size, image_size), dtype=torch.uint8)
+    height, width = image_shape(image_size)
+    example = torch.randint(0, 256, (2, channels, height, width), dtype=torch.uint8)
     model_path = out / MODEL_FILES[fmt]
     with torch.no_grad():
         WRITERS[fmt](graph, example, model_path)
@@ -46,7 +48,7 @@ def export_model(model, fmt: str, out: str | Path, image_size: int, channels: in
         "model_sha256": file_sha256(model_path),
         "model_class": facts["model_class"],
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "channels": channels,
-                  "height": image_size, "width": image_size},
+                  "height": height, "width": width},
         "normalisation": "inside the graph: pixels / 255, then the model's own (network input "
                          "range, backbone mean and std)",
         "outputs": list(graph.outputs),

@@ -26,6 +26,7 @@ from adlight.metrics.evaluation import (
     nu_sweep_auroc,
     per_class_metrics,
     pixel_ranking,
+    validation_summary,
 )
 from adlight.metrics.pro import aupro, pro_curve
 from adlight.metrics.ranking import SortedScores, f1_optimal_threshold
@@ -50,6 +51,7 @@ __all__ = [
     "parse_threshold",
     "per_class_metrics",
     "pixel_ranking",
+    "validation_summary",
     "pro_curve",
     "rates_from_counts",
     "rescale_unit",

@@ -84,6 +84,23 @@ def evaluate(
     return report
 
 
+def validation_summary(outputs: EpochOutputs, ranked: SortedScores | None) -> dict[str, Any]:
+    """What the validation split says of the current weights: its size, image AUROC and, with
+    maps and masks, pixel AUROC and AUPRO. Recipes are chosen on these, never on test
+    (``adlight benchmark develop`` reads them from ``metrics.json``'s ``validation``)."""
+    summary: dict[str, Any] = {"n_images": int(outputs.label.numel()),
+                               "n_anomalous": int((outputs.label == 1).sum())}
+    if has_both_classes(outputs.label):
+        summary["image_AUROC"] = auroc(outputs.score, outputs.label)
+    if ranked is not None and ranked.both_classes:
+        summary["pixel_AUROC"] = ranked.auroc()
+        try:
+            summary["pixel_AUPRO"] = ranked.aupro(outputs.mask, AUPRO_FPR_LIMIT)
+        except ValueError:  # no defect region
+            pass
+    return summary
+
+
 def pixel_ranking(outputs: EpochOutputs) -> SortedScores | None:
     """Every pixel of the epoch sorted once by its map value (``None`` without maps and masks)."""
     if not outputs.has_pixels:

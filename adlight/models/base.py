@@ -23,12 +23,11 @@ from torch import Tensor, nn
 from adlight.checks import is_number
 from adlight.errors import ConfigError
 from adlight.metrics import (
-    auroc,
     evaluate,
-    has_both_classes,
     per_class_metrics,
     pixel_ranking,
     threshold_outside_scores,
+    validation_summary,
 )
 from adlight.metrics.epoch_outputs import EpochCollector, EpochOutputs
 from adlight.metrics.results import TestResults
@@ -187,12 +186,13 @@ class AnomalyModule(ThresholdMixin, L.LightningModule):
         if self.trainer.sanity_checking:
             return  # two batches are no basis for a threshold
         release_freed_memory()  # before the thresholds' sort of every validation pixel
-        if has_both_classes(outputs.label):
-            self.log("val/image_AUROC", auroc(outputs.score, outputs.label), sync_dist=True)
-        if outputs.has_pixels:
-            ranked = pixel_ranking(outputs)  # one numpy sort: torchmetrics' took 5x as long at 512 px
-            if ranked.both_classes:
-                self.log("val/pixel_AUROC", ranked.auroc(), sync_dist=True)
+        ranked = pixel_ranking(outputs)  # one numpy sort: torchmetrics' took 5x as long at 512 px
+        #: the last validation epoch's figures, reported beside the test's (recipes are chosen on them)
+        self.validation_report = validation_summary(outputs, ranked)
+        del ranked
+        for key in ("image_AUROC", "pixel_AUROC"):
+            if key in self.validation_report:
+                self.log(f"val/{key}", self.validation_report[key], sync_dist=True)
         self.choose_thresholds(outputs)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -235,6 +235,8 @@ class AnomalyModule(ThresholdMixin, L.LightningModule):
         # Tables 3-4, MVTec defect types)
         per_class = per_class_metrics(outputs, class_names, image_t, pixel_t, ranked=ranked)
         report["per_class"] = per_class
+        if getattr(self, "validation_report", None):
+            report["validation"] = dict(self.validation_report)
         pro_curve = None
         if ranked is not None and ranked.both_classes:
             # from the ranking while it exists: the results page's curve without another sort

@@ -25,11 +25,13 @@ from torch import Tensor
 
 from adlight.metrics import f1_optimal_threshold, has_both_classes, parse_threshold
 from adlight.metrics.epoch_outputs import EpochOutputs
+from adlight.models.normal_threshold import image_threshold_from_normals, image_threshold_source
 
 ThresholdArg = float | str | None
 
 #: buffers that hold a threshold and the step of the weights it was chosen on
-THRESHOLD_BUFFERS = ("image_threshold", "image_threshold_step", "pixel_threshold", "pixel_threshold_step")
+THRESHOLD_BUFFERS = ("image_threshold", "image_threshold_step", "image_threshold_normals",
+                     "pixel_threshold", "pixel_threshold_step")
 LEVELS = ("image", "pixel")
 
 
@@ -57,6 +59,8 @@ class ThresholdMixin:
             self.register_buffer(f"{level}_threshold", torch.tensor(initial, dtype=torch.float64))
             # the trained_steps of the weights it was chosen on (a stale one is never used)
             self.register_buffer(f"{level}_threshold_step", torch.tensor(-1, dtype=torch.int64))
+        # how many held-out training normals chose the image threshold (0: the validation split)
+        self.register_buffer("image_threshold_normals", torch.tensor(0, dtype=torch.int64))
         #: why no threshold was chosen, per level (shown as the threshold's source)
         self.threshold_notes: dict[str, str] = {}
 
@@ -64,7 +68,11 @@ class ThresholdMixin:
     def choose_thresholds(self, outputs: EpochOutputs) -> None:
         """Choose the ``val_f1`` thresholds on validation outputs of the current weights."""
         if self.image_threshold_mode == "val_f1":
-            self.image_threshold.fill_(self.threshold_from_validation(outputs.score, outputs.label, "image"))
+            # a validation split too small for F1: held-out training normals (normal_threshold.py)
+            value, normals = image_threshold_from_normals(self) or (
+                self.threshold_from_validation(outputs.score, outputs.label, "image"), 0)
+            self.image_threshold.fill_(value)
+            self.image_threshold_normals.fill_(normals)
             self.image_threshold_step.fill_(int(self.trained_steps))
         if self.pixel_threshold_mode == "val_f1":
             if outputs.has_pixels:
@@ -111,7 +119,7 @@ class ThresholdMixin:
         if math.isnan(value):
             return value, self.threshold_notes.get(
                 level, "none: no threshold was chosen on the validation split for these weights")
-        return value, "validation split, F1-optimal"
+        return value, image_threshold_source(int(self.image_threshold_normals) if level == "image" else 0)
 
     # ----- after a fit: the kept weights' own thresholds --------------------------------------
     def _chosen_levels(self) -> list[str]:
@@ -213,3 +221,6 @@ class ThresholdMixin:
             if name in missing_keys:
                 missing_keys.remove(name)
                 getattr(self, f"{level}_threshold_step").fill_(weights_at)
+        if prefix + "image_threshold_normals" in missing_keys:  # from before held-out normals
+            missing_keys.remove(prefix + "image_threshold_normals")
+            self.image_threshold_normals.fill_(0)

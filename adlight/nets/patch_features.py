@@ -41,7 +41,7 @@ class PatchFeatures(nn.Module):
     Args:
         backbone: the :class:`Backbone` (weights, input size, normalisation). Its
             ``input_size`` sets the resolution the backbone sees, hence the grid: 256 px
-            with ``blocks.2`` (stride 8) gives a 32 x 32 grid.
+            with ``blocks.2`` (stride 8) gives a 32 x 32 grid, ``[640, 256]`` an 80 x 32 one.
         layers: module names of feature maps (``blocks.2``, ``blocks.4``, ...); vector taps
             (``pre_logits``, ``logits``) have no spatial layout and are refused.
         neighbourhood: side of the local averaging window in grid cells (odd; 1 = none).
@@ -89,7 +89,7 @@ class PatchFeatures(nn.Module):
         # one pass on a blank image tells the channels and the grid, and checks that every
         # layer yields a feature map, at construction instead of in the middle of fitting
         with torch.no_grad():
-            probe = self.forward(torch.zeros(1, 3, backbone.input_size, backbone.input_size))
+            probe = self.forward(torch.zeros(1, 3, *backbone.input_shape))
         self.feature_dim = int(probe.shape[1])
         self.grid_size = (int(probe.shape[2]), int(probe.shape[3]))
 
@@ -97,6 +97,9 @@ class PatchFeatures(nn.Module):
         for argument, value, least in (("tile_size", tile_size, 1), ("tile_overlap", tile_overlap, 0)):
             if not is_int(value) or value < least:
                 raise ConfigError(f"{argument} must be an int >= {least} (pixels), got {value!r}")
+        if not isinstance(self.backbone.input_size, int):
+            raise ConfigError(f"tile_size needs a square backbone input_size (an int), got "
+                              f"input_size={list(self.backbone.input_size)}: set tile_size null")
         if tile_size > self.backbone.input_size:
             raise ConfigError(f"tile_size={tile_size} is larger than the backbone's "
                               f"input_size={self.backbone.input_size}")

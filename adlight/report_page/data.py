@@ -135,7 +135,8 @@ def page_data(
         "thresholds": {
             level: {"value": report.get(f"{level}_threshold"),
                     "source": report.get(f"{level}_threshold_source", "none")}
-            for level in ("image", "pixel")
+            # an image-level run (no masks at all: report["image_level"]) has no pixel threshold
+            for level in ("image", "pixel") if level == "image" or "image_level" not in report
         },
         "classes": classes,
         "curves": {**(curves(scores, labels) if rows else {"roc": [], "pr": []}), "pro": pro or []},

@@ -31,8 +31,8 @@ def chunked_patch_features(features: nn.Module, images: Tensor) -> Tensor:
     leave the cache: see ``benchmarks/patch_batch_size.py``), so a batch of 32 costs what 32
     chunks cost. A traced export runs it whole: a split would fix the batch size of the graph.
     """
-    side = features.backbone.input_size
-    per_chunk = max(1, BACKBONE_CHUNK_PIXELS // (side * side))
+    height, width = features.backbone.input_shape
+    per_chunk = max(1, BACKBONE_CHUNK_PIXELS // (height * width))
     if images.shape[0] <= per_chunk or images.device.type != "cpu" or torch.jit.is_tracing():
         return features(images)
     return torch.cat([features(chunk) for chunk in images.split(per_chunk)])

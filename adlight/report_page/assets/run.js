@@ -19,7 +19,7 @@
     el("div", { class: "columns" }, [
       table("test split, at the thresholds below", ["metric", "value"], scalar),
       table("thresholds: score >= threshold is anomalous", ["level", "threshold", "source"],
-        ["image", "pixel"].map((l) => [l, DATA.thresholds[l].value, DATA.thresholds[l].source])),
+        Object.keys(DATA.thresholds).map((l) => [l, DATA.thresholds[l].value, DATA.thresholds[l].source])),
     ]));
   const perClass = report.per_class || {};
   const columns = [["n_anomalous", "n"], ["image_AUROC", "image AUROC"], ["pixel_AUROC", "pixel AUROC"],
@@ -127,7 +127,7 @@
     viewing = rank;
     const im = images[order[rank]], t = currentThreshold();
     const pictures = [["image", "image"], ["overlay", "anomaly map, ground truth outlined in green"],
-      ["predicted", `predicted mask at pixel threshold ${fmt(DATA.thresholds.pixel.value)}`]]
+      ["predicted", `predicted mask at pixel threshold ${fmt(DATA.thresholds.pixel?.value)}`]]
       .filter(([k]) => im[k]).map(([k, caption]) => el("figure", {}, [el("img", { src: im[k], alt: caption }), el("figcaption", { text: caption })]));
     viewer.replaceChildren(
       el("h2", { id: "viewer-title", text: `#${rank + 1} of ${order.length}: score ${fmt(im.score)}` }),
