@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from adlight.config_files import load_config
+from adlight.cli.config_files import load_config
 from synthetic import make_mvtec_tree
 
 from adlight.benchmark.command import main as benchmark

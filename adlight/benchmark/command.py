@@ -31,7 +31,7 @@ from adlight.benchmark.report import (
 from adlight.benchmark.tables import CONFIGS, TABLES, Table, get_table, table_configs
 from adlight.checks import is_int
 from adlight.errors import AdlightError, ConfigError, DataError
-from adlight.results import RUN_COST_FILE
+from adlight.metrics.results import RUN_COST_FILE
 from adlight.sweep import (
     CLUSTERS,
     Runner,

@@ -301,7 +301,7 @@ def _nested(path: tuple[str, ...], value: Any) -> dict[str, Any]:
 
 def develop_config(family: Path, data: DevelopData, root: Path, configs: Path) -> dict[str, Any]:
     """The YAML of one run of the development table: the family's config on ``data``."""
-    from adlight.config_files import load_config, merge
+    from adlight.cli.config_files import load_config, merge
 
     resolved = load_config(family)
     if data.data_config:
