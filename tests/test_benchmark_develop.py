@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from adlight.cli.config_files import load_config
 from synthetic import make_mvtec_tree
 
 from adlight.benchmark.command import main as benchmark
 from adlight.benchmark.tables import DEVELOP_DATA, DEVELOP_EXCLUDED, develop_configs
 from adlight.cli import run as adlight_run
+from adlight.cli.config_files import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
