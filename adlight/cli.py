@@ -36,7 +36,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from adlight import arguments, run_dirs
-from adlight.callbacks import PredictionWriter, TestReport
+from adlight.callbacks import PredictionWriter, RunProgress, TestReport
 from adlight.callbacks.resume import LastCheckpoint, RandomStateCheckpoint, find_last_checkpoint
 from adlight.checkpoints import (
     SPECIAL_PATHS,
@@ -212,6 +212,8 @@ class AdlightCLI(LightningCLI):
         trainer.callbacks.append(RandomStateCheckpoint())
         if section.get("save_last", True) and trainer_config.get("enable_checkpointing") is not False:
             trainer.callbacks.append(LastCheckpoint())
+        # an ETA line per epoch, and progress.json for a sweep that runs this fit elsewhere
+        trainer.callbacks.append(RunProgress())
         options = section.get("wandb")
         if options is not None and options.enabled:
             default_root = trainer_config.get("default_root_dir") or trainer.default_root_dir
