@@ -168,7 +168,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     L.seed_everything(0, verbose=False)
-    results = []
+    # the header first and each config's rows as they come: a long run stopped early keeps them
+    print(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+          f"torch {torch.__version__}, {args.threads} thread(s), {args.warmup} warm-up + "
+          f"{args.steps} timed steps, median of {args.repeats}; CPU ms per batch\n"
+          f"`python {' '.join(sys.argv)}`\n")
+    print("| config | batch | variant | decode (1st epoch) | batch | forward | backward | "
+          "optimizer | other | img/s (CPU) | wall img/s | cpu / main |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for config, data_args, optimizers in FAMILIES:
         if args.only and config not in args.only:
             continue
@@ -180,22 +187,11 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
                     rows[name].append(measure(config, extra, args, Path(tmp)))
         row = {name: median_row(r) for name, r in rows.items()}
-        results.append((config, row))
-        print(f"{config}: " + ", ".join(f"{n} {r['img_s']:.1f} img/s" for n, r in row.items()),
-              file=sys.stderr, flush=True)
-    print(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-          f"torch {torch.__version__}, {args.threads} thread(s), {args.warmup} warm-up + "
-          f"{args.steps} timed steps, median of {args.repeats}; CPU ms per batch\n"
-          f"`python {' '.join(sys.argv)}`\n")
-    print("| config | batch | variant | decode (1st epoch) | batch | forward | backward | "
-          "optimizer | other | img/s (CPU) | wall img/s | cpu / main |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for config, row in results:
         for name, r in row.items():
             ratio = r["img_s"] / row["main"]["img_s"]
             print(f"| {config} | {int(r['batch_size'])} | {name} | "
                   + " | ".join(f"{1000 * r[k]:.0f}" for k in PHASES)
-                  + f" | {r['img_s']:.1f} | {r['wall_img_s']:.1f} | {ratio:.2f}x |")
+                  + f" | {r['img_s']:.1f} | {r['wall_img_s']:.1f} | {ratio:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
