@@ -29,7 +29,9 @@ LocalExecutor, one after another (two at once would share the cores), with the s
 When the runs are done (``local``/``inprocess``, or ``--wait`` on SLURM), ``<output>/sweep.csv``
 holds one row per run: its status, run directory and test metrics. A finished run leaves its
 argument list in ``<run>/sweep_args.json``; with ``--reuse`` a run whose file matches and whose
-``metrics.json`` exists is not run again (its row says ``reused``), so a sweep can be resumed.
+``metrics.json`` exists is not run again (its row says ``reused``), so a sweep can be resumed,
+and a fit killed before its end continues from its ``last.ckpt`` (:func:`resumed`). Local and
+in-process runs print an ETA per run and for the sweep (:mod:`adlight.progress`).
 
 The runs are made by a ``runner`` the CLI hands in (:func:`adlight.cli.run`); this module does
 not import the CLI. Over 300 lines because the spec, its three executors and the summary are
