@@ -276,16 +276,16 @@ def resumed(run: SweepRun) -> SweepRun:
     return dataclasses.replace(run, args=[*run.args, "--ckpt_path=last"])
 
 
-def _wait_with_progress(job, run: SweepRun, table: TableProgress, every_s: float = 30.0):
+def _wait_with_progress(job, run: SweepRun, table: TableProgress, poll_s: float = 2.0):
     """``job.result`` of a run in another process, printing its progress line (its epoch, its
-    ETA and the table's) whenever its ``progress.json`` changes, at most every ``every_s``."""
-    shown = None
+    ETA and the table's) whenever its ``progress.json`` changes (looked at every ``poll_s``)."""
+    shown: Any = False
     while not job.done():
         record = latest_progress(run.root)
         if record != shown:
             print(table.line(run.name, record), file=sys.stderr, flush=True)
             shown = record
-        time.sleep(every_s)
+        time.sleep(poll_s)
     return job.result()
 
 

@@ -161,3 +161,35 @@ def test_channels_last_changes_the_layout_not_the_values():
     loaded = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     loaded.load_state_dict(net.state_dict())  # a checkpoint of either layout loads
     assert torch.allclose(loaded(x), before, atol=1e-6)
+
+
+def test_a_run_in_another_process_is_followed_through_its_progress_file(tmp_path, capsys):
+    from adlight.sweep import _wait_with_progress
+
+    (run,) = Sweep(configs=[L2], output=str(tmp_path)).runs(on_slurm=False)
+    epochs = iter([None, {"epoch": 1, "max_epochs": 2, "eta_s": 30.0},
+                   {"epoch": 1, "max_epochs": 2, "eta_s": 30.0}])
+
+    class FakeJob:
+        """A submitit job that trains one epoch per look and is done after three."""
+
+        looks = 0
+
+        def done(self):
+            self.looks += 1
+            record = next(epochs, "end")
+            if record == "end":
+                return True
+            if record is not None:
+                write_progress(run.root / "lightning_logs" / "version_0", record)
+            return False
+
+        def result(self):
+            return {"run_dir": "x", "report": {}}
+
+    table = TableProgress(total=2)
+    table.start()
+    assert _wait_with_progress(FakeJob(), run, table, poll_s=0.0) == {"run_dir": "x", "report": {}}
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"[1/2] {run.name}: starting; table: about ? left",
+                     f"[1/2] {run.name}: epoch 1/2, about 30 s left; table: about ? left"]
