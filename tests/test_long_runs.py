@@ -155,7 +155,9 @@ def test_channels_last_changes_the_layout_not_the_values():
             self.net = net
 
     holder = Holder()
-    ChannelsLast().on_fit_start(None, holder)
+    ChannelsLast().setup(None, holder, "test")
+    assert not net[0].weight.is_contiguous(memory_format=torch.channels_last)  # fits only
+    ChannelsLast().setup(None, holder, "fit")
     assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(net(x), before, atol=1e-6)
     loaded = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))

@@ -15,11 +15,15 @@ from lightning.pytorch.callbacks import Callback
 
 
 class ChannelsLast(Callback):
-    """Converts the module's 4-D parameters and buffers to ``torch.channels_last`` at fit start.
+    """Converts the module's 4-D parameters and buffers to ``torch.channels_last`` for a fit.
 
     Values are unchanged (only strides), so checkpoints load into a model of either layout.
-    Turn it on with ``--trainer.callbacks+=adlight.callbacks.ChannelsLast``.
+    Done in ``setup``, before the strategy moves the module to its device (``.to(device)``
+    keeps the layout), wraps it for DDP and the optimisers are built, so their state and DDP's
+    gradient buckets are made for the new layout. Turn it on with
+    ``--trainer.callbacks+=adlight.callbacks.ChannelsLast``.
     """
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.to(memory_format=torch.channels_last)
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            pl_module.to(memory_format=torch.channels_last)
