@@ -29,7 +29,9 @@ LocalExecutor, one after another (two at once would share the cores), with the s
 When the runs are done (``local``/``inprocess``, or ``--wait`` on SLURM), ``<output>/sweep.csv``
 holds one row per run: its status, run directory and test metrics. A finished run leaves its
 argument list in ``<run>/sweep_args.json``; with ``--reuse`` a run whose file matches and whose
-``metrics.json`` exists is not run again (its row says ``reused``), so a sweep can be resumed.
+``metrics.json`` exists is not run again (its row says ``reused``), so a sweep can be resumed,
+and a fit killed before its end continues from its ``last.ckpt`` (:func:`resumed`). Local and
+in-process runs print an ETA per run and for the sweep (:mod:`adlight.progress`).
 
 The runs are made by a ``runner`` the CLI hands in (:func:`adlight.cli.run`); this module does
 not import the CLI. Over 300 lines because the spec, its three executors and the summary are
@@ -41,11 +43,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import io
 import itertools
 import json
 import re
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +59,7 @@ from typing import Any
 import yaml
 
 from adlight.errors import ConfigError
+from adlight.progress import TableProgress, format_duration, latest_progress
 
 # one ``adlight`` command (its argument list) run in this process: adlight.cli.run
 Runner = Callable[[list[str]], None]
@@ -298,18 +303,55 @@ def finished_report(run: SweepRun) -> tuple[Path, dict] | None:
     """The report of an earlier run with the same arguments in the same folder, if it finished."""
     args_file = run.root / ARGS_FILE
     try:
-        if json.loads(args_file.read_text()) != run.args:
+        if _without_resume(json.loads(args_file.read_text())) != _without_resume(run.args):
             return None
     except (OSError, ValueError):
         return None
     return latest_report(run.root)
 
 
+def _without_resume(args: list[str]) -> list[str]:
+    """An argument list without ``--ckpt_path``: a run resumed from its ``last.ckpt`` is the
+    same run as one that went through in one go."""
+    return [a for a in args if not a.startswith("--ckpt_path")]
+
+
+def resumed(run: SweepRun) -> SweepRun:
+    """``run`` continued from the newest ``last.ckpt`` an earlier, killed attempt left in its
+    folder (``--ckpt_path=last``, which the CLI resolves over the earlier versions); the run
+    itself when it is no fit, names its own checkpoint or has none to continue from."""
+    from adlight.callbacks.resume import find_last_checkpoint
+
+    if run.args[:1] != ["fit"] or any(a.startswith("--ckpt_path") for a in run.args):
+        return run
+    found = find_last_checkpoint(run.root)
+    if found is None:
+        return run
+    print(f"{run.name}: resuming from {found}", file=sys.stderr, flush=True)
+    return dataclasses.replace(run, args=[*run.args, "--ckpt_path=last"])
+
+
+def _wait_with_progress(job, run: SweepRun, table: TableProgress, poll_s: float = 2.0):
+    """``job.result`` of a run in another process, printing its progress line (its epoch, its
+    ETA and the table's) whenever its ``progress.json`` changes (looked at every ``poll_s``)."""
+    shown: Any = False
+    while not job.done():
+        record = latest_progress(run.root)
+        if record != shown:
+            print(table.line(run.name, record), file=sys.stderr, flush=True)
+            shown = record
+        time.sleep(poll_s)
+    return job.result()
+
+
 def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
-              wait: bool = False, reuse: bool = False) -> list[dict[str, Any]]:
+              wait: bool = False, reuse: bool = False,
+              on_row: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """Run (or print, ``dry_run``) every run of ``sweep`` with ``runner``; one summary row per run.
 
-    ``reuse``: a run that already finished with the same arguments is not run again.
+    ``reuse``: a run that already finished with the same arguments is not run again, and a fit
+    that an earlier attempt left with a ``last.ckpt`` continues from it. ``on_row``: called with
+    the rows so far (in the sweep's order) each time a local or in-process run ends.
     """
     cluster = sweep.cluster
     if cluster == "auto":
@@ -323,7 +365,7 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
             if finished[run.name]:
                 reused.append(_row(run, lambda found=finished[run.name]: {
                     "run_dir": str(found[0].parent), "report": found[1]}, status="reused"))
-        runs = [run for run in runs if not finished[run.name]]
+        runs = [resumed(run) for run in runs if not finished[run.name]]
     if dry_run:
         for row in reused:
             print(f"{row['run']}: reused ({row['run_dir']})")
@@ -337,9 +379,14 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
     if runs:
         check_runs(runs, runner)
     rows: list[dict[str, Any]] = reused
+    table = TableProgress(len(reused) + len(runs))
+    table.finished = len(reused)
     if cluster == "inprocess":
         for run in runs:
+            table.start()
+            print(table.line(run.name), file=sys.stderr, flush=True)
             rows.append(_row(run, lambda run=run: SweepJob(runner)(run.args, str(run.root))))
+            _row_done(table, rows, order, on_row)
     elif cluster == "slurm":
         executor = _executor(sweep, cluster)
         with executor.batch():  # one job array
@@ -354,11 +401,23 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
     else:
         executor = _executor(sweep, cluster)
         for run in runs:  # one after another: submit the next when the last is done
+            table.start()
             job = executor.submit(SweepJob(runner), run.args, str(run.root))
-            rows.append(_row(run, job.result, job))
+            rows.append(_row(run, lambda job=job, run=run: _wait_with_progress(job, run, table), job))
+            _row_done(table, rows, order, on_row)
     rows.sort(key=lambda row: order[row["run"]])
     write_summary(Path(sweep.output) / "sweep.csv", rows)
     return rows
+
+
+def _row_done(table: TableProgress, rows: list[dict[str, Any]], order: dict[str, int],
+              on_row: Callable[[list[dict[str, Any]]], None] | None) -> None:
+    """A local or in-process run ended: the table's ETA, then ``on_row`` (a partial table)."""
+    table.finish()
+    print(f"{table.finished}/{table.total} runs done; about {format_duration(table.eta())} left",
+          file=sys.stderr, flush=True)
+    if on_row is not None:
+        on_row(sorted(rows, key=lambda row: order[row["run"]]))
 
 
 def _row(run: SweepRun, result, job=None, status: str = "done") -> dict[str, Any]:

@@ -65,6 +65,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                        "sweep", "tracking", "strategies", "report_page", "export",
                        "inference", "losses", "checks", "image_files", "benchmark"),
     # the files predict writes, shared by the Lightning writer and the exported predict
+    "progress": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli", "sweep",
+                 "tracking", "strategies", "results", "report_page", "export", "inference", "losses",
+                 "checks", "image_files", "benchmark"),
     "prediction_files": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep",
                          "tracking", "strategies", "report_page", "export", "inference",
                          "losses"),

@@ -31,7 +31,7 @@ from adlight.benchmark.report import (
 from adlight.benchmark.tables import CONFIGS, TABLES, Table, get_table, table_configs
 from adlight.checks import is_int
 from adlight.errors import AdlightError, ConfigError, DataError
-from adlight.metrics.results import RUN_COST_FILE
+from adlight.progress import RUN_COST_FILE
 from adlight.sweep import (
     CLUSTERS,
     Runner,
@@ -209,7 +209,10 @@ def _main(argv: list[str], runner: Runner) -> Path | None:
             print(f"overrides of every run: {sweep.set}")
             run_sweep(sweep, dry_run=True, reuse=True)
             return None
-        rows = run_sweep(sweep, runner, wait=ns.wait, reuse=True)
+        total = len(sweep.runs(on_slurm=False))
+        rows = run_sweep(sweep, runner, wait=ns.wait, reuse=True,
+                         on_row=lambda so_far: write_partial(ns, table, argv, chosen, so_far, total,
+                                                             time.perf_counter() - started))
         if any(row["status"] == "submitted" for row in rows):
             _write_submitted(sweep, rows)
             print(f"submitted; when the jobs are done: adlight benchmark {table.name} "
@@ -219,17 +222,38 @@ def _main(argv: list[str], runner: Runner) -> Path | None:
         ran = (f"{time.perf_counter() - started:.0f} s for {fresh} runs "
                f"({len(rows) - fresh} reused from earlier)")
         results = _results(table, rows)
+    markdown = write_report(ns, table, argv, chosen, results, ran)
+    print(markdown.read_text())
+    print(f"wrote {markdown} and {markdown.with_suffix('.csv')}")
+    if ran_here:  # the table is written with what finished; the command still says runs failed
+        exit_on_failed_runs(rows, "adlight benchmark")
+    return markdown
+
+
+def write_report(ns: argparse.Namespace, table: Table, argv: list[str], chosen: dict[str, Any],
+                 results: list[RunResult], ran: str, status: str | None = None) -> Path:
+    """``TABLE.md`` and ``TABLE.csv`` of ``results``; ``status`` (a partial table) heads both."""
     header = [f"command: adlight benchmark {shlex.join(argv)}",
               f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
               f"machine: {machine()}",
               f"wall time of the runs: {ran}",
               f"overrides (budget {ns.budget}, --set): "
               + (", ".join(f"{k}={v}" for k, v in chosen.items()) or "none, the configs' own")]
+    if status:
+        header.insert(0, f"status: {status}")
     summaries = summarise(table, results)
     markdown, _ = write_table(Path(ns.output), table, summaries, load_paper_numbers(table.name),
                               header, wilcoxon_rows(table, results))
-    print(markdown.read_text())
-    print(f"wrote {markdown} and {markdown.with_suffix('.csv')}")
-    if ran_here:  # the table is written with what finished; the command still says runs failed
-        exit_on_failed_runs(rows, "adlight benchmark")
+    return markdown
+
+
+def write_partial(ns: argparse.Namespace, table: Table, argv: list[str], chosen: dict[str, Any],
+                  rows: list[dict[str, Any]], total: int, seconds: float) -> Path:
+    """The table of the runs finished so far, marked partial, rewritten as each run ends (a
+    long table that is stopped still leaves what it measured)."""
+    status = (f"PARTIAL, {len(rows)} of {total} runs finished; the table is rewritten as runs "
+              "finish and is complete when this line is gone")
+    markdown = write_report(ns, table, argv, chosen, _results(table, rows),
+                            f"{seconds:.0f} s so far", status)
+    print(f"wrote {markdown} (partial: {len(rows)} of {total} runs)", file=sys.stderr, flush=True)
     return markdown

@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from adlight.metrics.results import RUN_COST_FILE
+from adlight.progress import RUN_COST_FILE
 
 
 def peak_rss_bytes() -> int | None:

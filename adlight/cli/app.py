@@ -37,7 +37,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from adlight.callbacks import PredictionWriter, TestReport
+from adlight.callbacks import PredictionWriter, RunProgress, TestReport
 from adlight.callbacks.resume import (
     AtomicCheckpointIO,
     LastCheckpoint,
@@ -261,6 +261,8 @@ class AdlightCLI(LightningCLI):
         trainer.callbacks.append(RandomStateCheckpoint())
         if section.get("save_last", True) and trainer_config.get("enable_checkpointing") is not False:
             trainer.callbacks.append(LastCheckpoint())
+        # an ETA line per epoch, and progress.json for a sweep that runs this fit elsewhere
+        trainer.callbacks.append(RunProgress())
         options = section.get("wandb")
         if options is not None and options.enabled:
             default_root = trainer_config.get("default_root_dir") or trainer.default_root_dir

@@ -13,7 +13,7 @@ from adlight.errors import OutputError
 VERSION = re.compile(r"version_(\d+)")
 # what a run writes before its first epoch ends: a folder holding only these is the trace of a
 # failed start, nothing a user (or a checkpoint, a report) put there
-BOOKKEEPING = re.compile(r"(config\.yaml|hparams\.yaml|split\.csv|metrics\.csv|events\.out\.tfevents\..*)")
+BOOKKEEPING = re.compile(r"(config\.yaml|hparams\.yaml|split\.csv|metrics\.csv|progress\.json|events\.out\.tfevents\..*)")
 
 
 def check_writable(path: str | Path, name: str) -> None:

@@ -7,9 +7,6 @@ from typing import Any
 
 from adlight.metrics.epoch_outputs import EpochOutputs
 
-#: beside metrics.json: what the run cost (adlight.callbacks.RunCost; read by adlight benchmark)
-RUN_COST_FILE = "run_cost.json"
-
 
 @dataclass
 class TestResults:
