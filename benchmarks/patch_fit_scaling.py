@@ -2,16 +2,18 @@
 
     python benchmarks/patch_fit_scaling.py [--data ../shared/data/ham10000] \
         [--config configs/patch_features/mvtec_patchcore.yaml] [--counts 200 800 3000] \
-        [--coreset-chunk 65536|none]
+        [--coreset-chunks 65536 none]
 
 The training images are the first N nevi (``dx == nv``) of HAM10000's metadata, resized to
 the config's backbone input size; the model is the config's PatchCore (``AdlightCLI`` with
 ``run=False``, so the shipped recipe is what is measured). A fit here is what ``adlight fit``
 does to the training normals: their patch features in batches (``head_features``) and the
-memory bank (``compute_head``: the greedy coreset per chunk of images). Reading the JPEGs and
-Lightning's loop are left out (they are linear in N). Prints one row per N: seconds for the
-features and for the coreset, fit seconds per image, the bank's size, and the ratio of each
-row's per-image time to the first row's (the issue's target: within 1.5x at 3,000 against 200).
+memory bank (``compute_head``: the greedy coreset per chunk of images). The features are
+extracted once, in order: N's feature seconds are the time to its N-th image (the same work a
+fit on N images does); each ``--coreset-chunks`` setting fits the bank on every prefix. Reading the JPEGs and Lightning's loop are left out (linear in
+N). Prints one row per N and setting: seconds for the features and for the coreset, fit
+seconds per image, the bank's size, and each row's per-image time against the first N's (the
+issue's target: within 1.5x at 3,000 against 200).
 """
 
 from __future__ import annotations
@@ -46,21 +48,19 @@ def nevi(root: Path, count: int) -> list[Path]:
     raise SystemExit(f"{root} has only {len(paths)} nevi, {count} asked for")
 
 
-def fit_seconds(model, paths: list[Path], size: int, batch: int = 4) -> tuple[float, float, int]:
-    """(features seconds, coreset seconds, bank rows) of one fit on these images."""
-    features_s, parts = 0.0, []
+def extract(model, paths: list[Path], size: int, first: int = 0, batch: int = 4) -> tuple[torch.Tensor, float]:
+    """Candidates of ``paths`` (N x K x D, dataset indices from ``first``) and the feature seconds."""
+    parts, seconds = [], 0.0
     for start in range(0, len(paths), batch):
         images = torch.stack([F.interpolate(load_image(p)[None], size=(size, size), mode="bilinear",
                                             antialias=True, align_corners=False)[0]
                               for p in paths[start:start + batch]]).clamp(0, 1)
         begin = time.perf_counter()
         with torch.no_grad():
-            parts.append(model.head_features({"image": images,
-                                              "index": torch.arange(start, start + len(images))}))
-        features_s += time.perf_counter() - begin
-    begin = time.perf_counter()
-    head = model.compute_head(torch.cat(parts))
-    return features_s, time.perf_counter() - begin, int(head["memory_bank"].shape[0])
+            index = torch.arange(first + start, first + start + len(images))
+            parts.append(model.head_features({"image": images, "index": index}))
+        seconds += time.perf_counter() - begin
+    return torch.cat(parts), seconds
 
 
 def main() -> None:
@@ -68,27 +68,35 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent.parent / "shared" / "data" / "ham10000")
     parser.add_argument("--config", type=Path, default=ROOT / "configs/patch_features/mvtec_patchcore.yaml")
     parser.add_argument("--counts", type=int, nargs="+", default=[200, 800, 3000])
-    parser.add_argument("--coreset-chunk", default=None,
-                        help="override the config's coreset_chunk (an int, or 'none': one coreset)")
+    parser.add_argument("--coreset-chunks", nargs="+", default=["65536"],
+                        help="coreset_chunk settings to compare (ints, or 'none': one coreset)")
     args = parser.parse_args()
-    overrides = []
-    if args.coreset_chunk is not None:
-        overrides.append(f"--model.init_args.coreset_chunk={'null' if args.coreset_chunk == 'none' else args.coreset_chunk}")
-    model = AdlightCLI(run=False, args=[f"--config={args.config}", *overrides]).model.eval()
+    model = AdlightCLI(run=False, args=[f"--config={args.config}"]).model.eval()
     size = model.features.backbone.input_size
     print(f"# {date.today()} {platform.node()}, {torch.get_num_threads()} threads, under load; "
           f"{args.config.name} at {size} px, {model.candidates_per_image()} candidates per image, "
-          f"coreset_fraction {model.coreset_fraction}, coreset_chunk {model.coreset_chunk}")
-    print("| training images | features s | coreset s | fit s | fit s per image | bank rows | per image vs first |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    first = None
-    for count in args.counts:
-        features_s, coreset_s, bank = fit_seconds(model, nevi(args.data, count), size)
-        per_image = (features_s + coreset_s) / count
-        first = first or per_image
-        print(f"| {count} | {features_s:.1f} | {coreset_s:.1f} | {features_s + coreset_s:.1f} | "
-              f"{per_image * 1000:.1f} ms | {bank} | {per_image / first:.2f}x |", flush=True)
-
+          f"coreset_fraction {model.coreset_fraction}")
+    paths = nevi(args.data, max(args.counts))
+    print("| coreset_chunk | training images | features s | coreset s | fit s | fit ms per image "
+          "| coreset ms per image | bank rows | fit per image vs first |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    candidates, features_s, first = [], 0.0, {}
+    for count in sorted(args.counts):  # features extended image by image, each fit on a prefix
+        done = sum(len(part) for part in candidates)
+        more, seconds = extract(model, paths[done:count], size, first=done)
+        candidates.append(more)
+        features_s += seconds
+        everything = torch.cat(candidates)
+        for chunk in args.coreset_chunks:
+            model.coreset_chunk = None if chunk == "none" else int(chunk)
+            begin = time.perf_counter()
+            bank = model.compute_head(everything)["memory_bank"]
+            coreset_s = time.perf_counter() - begin
+            per_image = (features_s + coreset_s) / count
+            first.setdefault(chunk, per_image)
+            print(f"| {chunk} | {count} | {features_s:.1f} | {coreset_s:.1f} | {features_s + coreset_s:.1f} "
+                  f"| {per_image * 1000:.1f} | {coreset_s / count * 1000:.1f} | {bank.shape[0]} "
+                  f"| {per_image / first[chunk]:.2f}x |", flush=True)
 
 if __name__ == "__main__":
     main()

