@@ -134,7 +134,7 @@ def test_the_frechet_feature_extractor_stays_out_of_the_checkpoint(trained):
     checkpoint = torch.load(trained["checkpoint"], weights_only=True)
     assert all(k.split(".")[0] in ("generator", "generator_ema", "discriminator", "image_threshold",
                                    "pixel_threshold", "discriminator_step_count",
-                                   "trained_steps", "image_threshold_step", "pixel_threshold_step",
+                                   "trained_steps", "image_threshold_step", "pixel_threshold_step", "image_threshold_normals",
                                    "val_collector", "test_collector")
                for k in checkpoint["state_dict"]), list(checkpoint["state_dict"])
     # the Frechet curve travels as the callback's state, not the model's

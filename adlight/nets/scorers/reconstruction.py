@@ -59,7 +59,8 @@ class SSIMMap(nn.Module):
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         with full_precision(target):  # unstable in half precision
             preds, target = (F.pad(t.float(), [self.pad] * 4, mode="reflect") for t in (preds, target))
-            mu_p, mu_t, p2, t2, pt = (F.conv2d(t, self.kernel, groups=self.channels)
+            kernel = self.kernel.float()  # a model cast to bf16 casts this buffer with it
+            mu_p, mu_t, p2, t2, pt = (F.conv2d(t, kernel, groups=self.channels)
                                       for t in (preds, target, preds * preds, target * target, preds * target))
             mu_p_sq, mu_t_sq, mu_pt = mu_p.pow(2), mu_t.pow(2), mu_p * mu_t
             sigma_p_sq, sigma_t_sq = (p2 - mu_p_sq).clamp(min=0.0), (t2 - mu_t_sq).clamp(min=0.0)
