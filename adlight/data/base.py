@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from adlight.checks import check_fraction, check_image_size, check_int, check_seed, image_shape
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
-from adlight.data.images import list_images, warn_not_images
+from adlight.data.image_tensors import list_images, warn_not_images
 from adlight.data.loader import LoaderOptions, usable_workers
 from adlight.data.predict import PredictImageDataset, PredictLoader, collate_readable
 from adlight.data.threshold_normals import hold_out_threshold_normals

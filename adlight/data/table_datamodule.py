@@ -2,7 +2,7 @@
 
 HAM10000, the driving set or a face set split by an attribute are tables, not folders. Every
 row is checked when the data is first read, so a bad table fails at setup naming the row.
-The split is :class:`adlight.data.splits.table.TableShares`.
+The split is :class:`adlight.data.splits.table_shares.TableShares`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import Sample
 from adlight.data.masks import check_masks
 from adlight.data.splits import check_abnormal_train_fraction
-from adlight.data.splits.table import UNUSED, TableRecord, TableShares, check_size
-from adlight.data.table_file import TableRow, read_table
+from adlight.data.splits.table_shares import UNUSED, TableRecord, TableShares, check_size
+from adlight.data.table_rows import TableRow, read_table
 from adlight.errors import ConfigError, DataError
 
 
