@@ -13,7 +13,7 @@ import string
 from collections.abc import Sequence
 from pathlib import Path
 
-from adlight.checks import check_int
+from adlight.checks import check_int, is_int
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import Sample
 from adlight.data.masks import check_masks
@@ -31,7 +31,7 @@ def _values(name: str, values: Sequence[str | int] | None) -> list[str] | None:
         values = [values]
     out = []
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (str, int)):
+        if not (isinstance(v, str) or is_int(v)):
             raise ConfigError(f"{name} must be a list of strings or ints, got {list(values)!r}")
         out.append(str(v).strip())
     if len(set(out)) != len(out):
