@@ -54,13 +54,12 @@ def check_image_size(name: str, value: object, minimum: int = 1,
     tuple ``(height, width)``.
     """
     if isinstance(value, (list, tuple)):
-        if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum
-                                  for v in value):
+        if len(value) != 2 or any(not is_int(v) or v < minimum for v in value):
             raise error(f"{name} must be an int >= {minimum} or [height, width] of two such "
                         f"ints, got {list(value)!r}")
         height, width = (int(v) for v in value)
         return height if height == width else (height, width)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise error(f"{name} must be an int >= {minimum} or [height, width] of two such ints, "
                     f"got {value!r}")
     return value

@@ -2,7 +2,7 @@
 
 The one decoding rule of adlight (EXIF orientation applied, palette through RGBA, 16-bit
 rescaled, not clipped; an animated GIF or WebP gives its first frame), shared
-by the data layer (:mod:`adlight.data.images`, which makes tensors of it) and the torch-free
+by the data layer (:mod:`adlight.data.image_tensors`, which makes tensors of it) and the torch-free
 runtime of exported models (:mod:`adlight.inference`), so both see the same pixels. Files that
 cannot be read raise :class:`adlight.errors.DataError` naming the file, never a bare PIL error.
 """

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from adlight.benchmark.report import load_paper_numbers
 from adlight.data import OneClassDataModule
-from adlight.data.images import list_images, load_image
+from adlight.data.image_tensors import list_images, load_image
 from adlight.metrics import auroc
 from adlight.models.ocsvm import PAPER_NUS, fit_linear_ocsvms
 from adlight.nets import Backbone, RawPixels, TransferFeatures

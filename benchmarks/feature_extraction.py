@@ -29,7 +29,7 @@ import timm
 import torch
 
 from adlight.data import LoaderOptions, OneClassDataModule
-from adlight.data.images import list_images, load_image
+from adlight.data.image_tensors import list_images, load_image
 from adlight.models import OneClassSVMModel
 from adlight.nets import Backbone, TransferFeatures
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from adlight.cli import AdlightCLI
-from adlight.data.images import load_image
+from adlight.data.image_tensors import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

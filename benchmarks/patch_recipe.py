@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from adlight.data.datasets import Sample
-from adlight.data.images import list_images, load_image
+from adlight.data.image_tensors import list_images, load_image
 from adlight.data.splits.fractions import test_derived_validation
 from adlight.metrics import aupro
 from adlight.models.patch import PadimModel, PatchCoreModel

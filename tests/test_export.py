@@ -129,7 +129,7 @@ def test_the_inferencer_reads_and_resizes_files_as_the_datamodules_do(tmp_path):
     from PIL import Image
     from torchvision.transforms.v2.functional import resize
 
-    from adlight.data.images import load_image
+    from adlight.data.image_tensors import load_image
     from adlight.inference.images import image_batch
 
     rgb = textured(1, 48)[0].permute(1, 2, 0).numpy()

@@ -15,7 +15,7 @@ from synthetic import make_mvtec_tree
 from test_distributed import FAMILIES, cli_args, last_checkpoint, run_ddp, run_dir_of, trees  # noqa: F401
 
 from adlight.cli import AdlightCLI, main
-from adlight.data.images import load_image
+from adlight.data.image_tensors import load_image
 from adlight.export.command import load_fitted
 from adlight.inference import Inferencer
 

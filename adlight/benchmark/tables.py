@@ -347,7 +347,7 @@ def write_develop_configs(configs: Path, root: Path, output: Path, only: list[st
 
 
 def _gigabytes(value: Any) -> float | None:
-    return float(value) / 1e9 if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return float(value) / 1e9 if is_number(value) else None
 
 
 def _develop_cells(stem, point, report):

@@ -20,6 +20,7 @@ import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 
 from adlight.callbacks.report import TestReport, test_dataset
+from adlight.checks import is_number
 from adlight.metrics.results import TestResults
 from adlight.report_page.thumbnails import map_range, outline, overlay, rgb
 
@@ -31,7 +32,7 @@ def _numbers(report: dict, prefix: str = "report") -> dict[str, float]:
         name = f"{prefix}/{key}".replace(" ", "_")
         if isinstance(value, dict):
             found.update(_numbers(value, name))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        elif is_number(value) and math.isfinite(value):
             found[name] = float(value)
     return found
 

@@ -5,19 +5,19 @@ Every datamodule yields the batch of ``docs/contracts.md``: ``image`` (N x C x H
 """
 
 from adlight.data.base import AnomalyDataModule, SplitDatasets
-from adlight.data.class_split import ClassSplitBase, OneClassDataModule, OneVsRestDataModule
+from adlight.data.class_datamodules import ClassSplitBase, OneClassDataModule, OneVsRestDataModule
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
 from adlight.data.digits import DigitsDataModule
 from adlight.data.driving import DRIVING_BEHAVIOURS, DrivingDistractionDataModule
 from adlight.data.folder import FolderDataModule
 from adlight.data.generated import WithGeneratedNormals
 from adlight.data.ham10000 import HAM10000_DIAGNOSES, HAM10000DataModule
-from adlight.data.images import IMAGE_EXTENSIONS, list_images, load_image
+from adlight.data.image_tensors import IMAGE_EXTENSIONS, list_images, load_image
 from adlight.data.loader import LoaderOptions
 from adlight.data.masks import load_mask
 from adlight.data.mvtec import MVTEC_CATEGORIES, MVTEC_URL, MVTecDataModule
 from adlight.data.splits import stratified_split
-from adlight.data.table import TableDataModule
+from adlight.data.table_datamodule import TableDataModule
 from adlight.data.transforms import augmentation_transform, eval_transform
 
 __all__ = [

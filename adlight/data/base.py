@@ -19,9 +19,16 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from adlight.checks import check_fraction, check_image_size, check_int, check_seed, image_shape
+from adlight.checks import (
+    check_fraction,
+    check_image_size,
+    check_int,
+    check_seed,
+    image_shape,
+    is_int,
+)
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
-from adlight.data.images import list_images, warn_not_images
+from adlight.data.image_tensors import list_images, warn_not_images
 from adlight.data.loader import LoaderOptions, usable_workers
 from adlight.data.predict import PredictImageDataset, PredictLoader, collate_readable
 from adlight.data.threshold_normals import hold_out_threshold_normals
@@ -87,7 +94,7 @@ class AnomalyDataModule(L.LightningDataModule):
             raise DataError(f"loader must be a LoaderOptions, got {type(loader).__name__}")
         self.loader = loader
         self._image_size = check_image_size("image_size", image_size, 1, DataError)
-        if channels not in (1, 3) or isinstance(channels, bool):
+        if not is_int(channels) or channels not in (1, 3):
             raise DataError(f"channels must be 1 or 3, got {channels!r}")
         self._channels = channels
         self.seed = check_seed("seed", seed, DataError)

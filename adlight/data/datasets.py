@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from adlight.data.images import load_image
+from adlight.data.image_tensors import load_image
 from adlight.data.masks import load_mask
 from adlight.data.transforms import eval_transform
 from adlight.errors import DataError

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from adlight.data.images import list_images
-from adlight.data.table import TableDataModule, TableRow
+from adlight.data.image_tensors import list_images
+from adlight.data.table_datamodule import TableDataModule, TableRow
 from adlight.errors import DataError
 
 DRIVING_BEHAVIOURS: tuple[str, ...] = ("normal", "talking", "texting", "GPS")

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from adlight.checks import check_fraction
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import Sample
-from adlight.data.images import IMAGE_EXTENSIONS, list_images
+from adlight.data.image_tensors import IMAGE_EXTENSIONS, list_images
 from adlight.data.masks import check_masks
 from adlight.data.splits import check_abnormal_train_fraction
 from adlight.data.splits.fractions import hold_out_normals, test_derived_validation

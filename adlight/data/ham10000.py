@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from adlight.data.table import TableDataModule, TableRow
+from adlight.data.table_datamodule import TableDataModule, TableRow
 from adlight.errors import DataError
 
 #: the seven diagnoses of the ``dx`` column

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 
-from adlight.data.images import check_mask_size, image_size_of, open_image
+from adlight.data.image_tensors import check_mask_size, image_size_of, open_image
 
 # modes whose array is the value itself: one number per pixel, any bit depth
 _SINGLE_VALUE_MODES = {"1", "L", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}

@@ -37,7 +37,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from adlight.checks import check_fraction
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import Sample
-from adlight.data.images import list_images
+from adlight.data.image_tensors import list_images
 from adlight.data.masks import check_masks
 from adlight.data.splits import check_abnormal_train_fraction
 from adlight.data.splits.fractions import test_derived_validation

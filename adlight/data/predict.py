@@ -15,7 +15,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader, default_collate
 
 from adlight.data.datasets import ImageFileDataset, Sample
-from adlight.data.images import open_image
+from adlight.data.image_tensors import open_image
 from adlight.errors import DataError
 
 #: batch key: ``[{"path": ..., "error": ...}]`` of the files of this batch that could not be read

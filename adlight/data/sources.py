@@ -1,7 +1,7 @@
 """Labelled image sources for class splits: every image with the index of its class.
 
 A source is read into one or two :class:`ClassPool` (the official train and, where the source
-has one, the official test set); the class-split datamodules (:mod:`adlight.data.class_split`)
+has one, the official test set); the class-split datamodules (:mod:`adlight.data.class_datamodules`)
 pick images from them by class and :meth:`ClassPool.dataset` turns the picks into a dataset:
 
 - ``mnist``, ``fashion_mnist``, ``cifar10``: ``torchvision.datasets`` under ``root`` (their
@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
-from adlight.data.images import is_image_file, list_images
+from adlight.data.image_tensors import is_image_file, list_images
 from adlight.data.transforms import eval_transform
 from adlight.errors import DataError
 

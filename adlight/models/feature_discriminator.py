@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from adlight.checks import check_int
+from adlight.checks import check_int, is_number
 from adlight.errors import ConfigError
 from adlight.models.base import AnomalyModule, ThresholdArg
 from adlight.models.training_normals import gather_training_features
@@ -72,7 +72,7 @@ class FeatureDiscriminatorModel(AnomalyModule):
         if not isinstance(network, FeatureDiscriminator):
             raise ConfigError(f"network must be an adlight.nets.FeatureDiscriminator, got {type(network).__name__}")
         for argument, value in (("noise_std", noise_std), ("margin", margin)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            if not is_number(value) or value <= 0:
                 raise ConfigError(f"{argument} must be a number > 0, got {value!r}")
         if patches_per_image is not None:
             check_int("patches_per_image", patches_per_image)

@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor
 
-from adlight.checks import check_fraction, check_int, is_number
+from adlight.checks import check_fraction, check_int, is_int, is_number
 from adlight.errors import ConfigError
 from adlight.models.base import ThresholdArg
 from adlight.models.fitted_head import FrozenFeaturesModule
@@ -201,12 +201,9 @@ class PatchCoreModel(PatchModel):
         if ivf_lists is not None:
             check_int("ivf_lists", ivf_lists)
         check_int("ivf_probes", ivf_probes)
-        if memory_limit_gb is not None and (isinstance(memory_limit_gb, bool)
-                                            or not isinstance(memory_limit_gb, (int, float))
-                                            or memory_limit_gb <= 0):
+        if memory_limit_gb is not None and (not is_number(memory_limit_gb) or memory_limit_gb <= 0):
             raise ConfigError(f"memory_limit_gb must be a number > 0 or null, got {memory_limit_gb!r}")
-        if projection_dim is not None and (isinstance(projection_dim, bool)
-                                           or not isinstance(projection_dim, int) or projection_dim < 1):
+        if projection_dim is not None and (not is_int(projection_dim) or projection_dim < 1):
             raise ConfigError(f"projection_dim must be an int >= 1 or null, got {projection_dim!r}")
         check_int("num_neighbours", num_neighbours)
         if search not in SEARCH_BACKENDS:

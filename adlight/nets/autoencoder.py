@@ -18,12 +18,12 @@ channels for spatial latents, twice the features for dense ones); the first half
 
 from __future__ import annotations
 
-import numbers
 from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from adlight.checks import is_int
 from adlight.errors import ConfigError
 
 __all__ = ["Autoencoder", "AutoencoderOutput"]
@@ -49,7 +49,7 @@ class AutoencoderOutput(NamedTuple):
 
 def check_positive_int(value: object, name: str, owner: str) -> int:
     """Return ``value`` as an int, or raise ConfigError naming ``name`` if it is not >= 1."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not is_int(value) or value < 1:
         raise ConfigError(f"{owner}: {name}={value!r} must be a positive integer")
     return int(value)
 

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from adlight.checks import is_int
 from adlight.errors import ConfigError
 from adlight.nets.autoencoder import check_positive_int
 
@@ -94,7 +95,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         owner = type(self).__name__
         self.latent_dim = check_positive_int(latent_dim, "latent_dim", owner)
-        if channels not in (1, 3) or isinstance(channels, bool):
+        if not is_int(channels) or channels not in (1, 3):
             raise ConfigError(f"{owner}: channels={channels!r} must be 1 or 3")
         self.channels = int(channels)
         widths = dcgan_widths(image_size, width, max_width, owner)[::-1]  # from 4 x 4 up
@@ -166,7 +167,7 @@ class DCGANDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        if channels not in (1, 3) or isinstance(channels, bool):
+        if not is_int(channels) or channels not in (1, 3):
             raise ConfigError(f"{owner}: channels={channels!r} must be 1 or 3")
         widths = dcgan_widths(image_size, width, max_width, owner)
         self.image_size, self.channels = int(image_size), int(channels)

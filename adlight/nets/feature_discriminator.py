@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adlight.checks import is_int, is_number
 from adlight.errors import ConfigError
 from adlight.nets.maps import smooth
 from adlight.nets.patch_features import PatchFeatures
@@ -54,10 +55,9 @@ class FeatureDiscriminator(nn.Module):
         super().__init__()
         if not isinstance(features, PatchFeatures):
             raise ConfigError(f"features must be an adlight.nets.PatchFeatures, got {type(features).__name__}")
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        if not is_int(hidden) or hidden < 1:
             raise ConfigError(f"hidden must be an int >= 1, got {hidden!r}")
-        if isinstance(smoothing_sigma, bool) or not isinstance(smoothing_sigma, (int, float)) \
-                or smoothing_sigma < 0:
+        if not is_number(smoothing_sigma) or smoothing_sigma < 0:
             raise ConfigError(f"smoothing_sigma must be a number >= 0, got {smoothing_sigma!r}")
         self.features = features.requires_grad_(False)
         dim = features.feature_dim

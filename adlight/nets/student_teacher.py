@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adlight.checks import is_number
 from adlight.errors import ConfigError
 from adlight.nets.backbones import HEAD_TAPS, Backbone
 from adlight.nets.maps import smooth
@@ -70,8 +71,7 @@ class StudentTeacher(nn.Module):
                               "compares feature maps, e.g. layers: [blocks.1, blocks.2, blocks.3]")
         if combine not in ("product", "sum"):
             raise ConfigError(f"combine must be 'product' or 'sum', got {combine!r}")
-        if isinstance(smoothing_sigma, bool) or not isinstance(smoothing_sigma, (int, float)) \
-                or smoothing_sigma < 0:
+        if not is_number(smoothing_sigma) or smoothing_sigma < 0:
             raise ConfigError(f"smoothing_sigma must be a number >= 0, got {smoothing_sigma!r}")
         self.teacher = teacher.requires_grad_(False)
         self.student = student

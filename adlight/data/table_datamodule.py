@@ -2,7 +2,7 @@
 
 HAM10000, the driving set or a face set split by an attribute are tables, not folders. Every
 row is checked when the data is first read, so a bad table fails at setup naming the row.
-The split is :class:`adlight.data.splits.table.TableShares`.
+The split is :class:`adlight.data.splits.table_shares.TableShares`.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import string
 from collections.abc import Sequence
 from pathlib import Path
 
-from adlight.checks import check_int
+from adlight.checks import check_int, is_int
 from adlight.data.base import AnomalyDataModule, SplitDatasets
 from adlight.data.datasets import Sample
 from adlight.data.masks import check_masks
 from adlight.data.splits import check_abnormal_train_fraction
-from adlight.data.splits.table import UNUSED, TableRecord, TableShares, check_size
-from adlight.data.table_file import TableRow, read_table
+from adlight.data.splits.table_shares import UNUSED, TableRecord, TableShares, check_size
+from adlight.data.table_rows import TableRow, read_table
 from adlight.errors import ConfigError, DataError
 
 
@@ -31,7 +31,7 @@ def _values(name: str, values: Sequence[str | int] | None) -> list[str] | None:
         values = [values]
     out = []
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (str, int)):
+        if not (isinstance(v, str) or is_int(v)):
             raise ConfigError(f"{name} must be a list of strings or ints, got {list(values)!r}")
         out.append(str(v).strip())
     if len(set(out)) != len(out):

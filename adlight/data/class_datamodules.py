@@ -2,7 +2,7 @@
 
 Two protocols, one datamodule each, over the same sources (:mod:`adlight.data.sources`):
 :class:`OneVsRestDataModule` (Minhas & Zelek) and :class:`OneClassDataModule` (Andrews et al.).
-The draws themselves are :mod:`adlight.data.splits.classes`.
+The draws themselves are :mod:`adlight.data.splits.class_draws`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from adlight.data.sources import (
     load_source,
     open_torchvision,
 )
-from adlight.data.splits.classes import ClassDraw, Drawer
+from adlight.data.splits.class_draws import ClassDraw, Drawer
 from adlight.errors import DataError
 
 ClassSpec = int | str
