@@ -149,6 +149,41 @@ class AnomalyModule(ThresholdMixin, L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.trained_steps += 1
 
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.learns_by_gradient:
+            self.check_training_step_memory()
+
+    def check_training_step_memory(self) -> None:
+        """Refuse, before the first batch, a training step that needs more memory than the device
+        has free, with one line naming the batch size that would fit (fit_memory.py)."""
+        from adlight.models.fit_memory import batch_size_that_fits, training_step_bytes
+        from adlight.models.training_normals import training_normals_dataset
+        from adlight.process_memory import available_bytes
+
+        datamodule = self.trainer.datamodule
+        batch_size = getattr(datamodule, "batch_size", None)
+        if not isinstance(batch_size, int):
+            return
+        try:
+            dataset = training_normals_dataset(self.trainer)
+        except (ConfigError, TypeError):
+            return  # no adlight datamodule: nothing to measure with
+        measured = training_step_bytes(self, dataset, batch_size)
+        available = available_bytes(self.device)
+        if measured is None or available is None or measured[0] <= 0.9 * available:
+            return
+        need, per_image = measured
+        fits = batch_size_that_fits(per_image, need - batch_size * per_image, int(0.9 * available))
+        advice = (f"use --data.loader.batch_size {fits}" if fits >= 1 else
+                  "use smaller images (--data.image_size): not even one image fits")
+        gb = 2**30
+        raise ConfigError(
+            f"{type(self).__name__}'s training step needs about {need / gb:.1f} GB at image_size "
+            f"{getattr(datamodule, 'image_size', '?')} with batch_size {batch_size} "
+            f"({per_image / gb:.2f} GB per image), more than the {available / gb:.1f} GB free on "
+            f"{self.device}: {advice}")
+
     def on_fit_end(self) -> None:
         # the thresholds must belong to the weights that are kept: the last validation epoch
         # may have run on earlier ones, or none may have run (thresholds.py)
