@@ -13,7 +13,11 @@ from synthetic import make_mvtec_tree
 
 from adlight.cli import main
 from adlight.models import AutoencoderModel
-from adlight.models.fit_memory import activation_bytes_per_image, batch_size_that_fits, parameter_bytes
+from adlight.models.fit_memory import (
+    activation_bytes_per_image,
+    batch_size_that_fits,
+    parameter_bytes,
+)
 from adlight.nets import FadaeinejadAE
 
 REPO = Path(__file__).resolve().parents[1]
