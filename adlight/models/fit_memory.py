@@ -13,7 +13,8 @@ restored afterwards, so the fit that follows is the one it would have been.
 Only on the CPU: on an accelerator the measuring step would itself allocate device memory, and
 a CUDA out-of-memory error is already a clear one line. Families that optimise by hand (the GAN
 steps its own optimisers inside ``training_step``) are not measured: running their step would
-change the weights.
+change the weights. The feature discriminator (``measures_training_step = False``) trains on
+features gathered at train start, so it has no step to run before them.
 """
 
 from __future__ import annotations
