@@ -160,7 +160,11 @@ class AnomalyModule(ThresholdMixin, L.LightningModule):
     def check_training_step_memory(self) -> None:
         """Refuse, before the first batch, a training step that needs more memory than the device
         has free, with one line naming the batch size that would fit (fit_memory.py)."""
-        from adlight.models.fit_memory import batch_size_that_fits, training_step_bytes
+        from adlight.models.fit_memory import (
+            batch_size_that_fits,
+            readable_bytes,
+            training_step_bytes,
+        )
         from adlight.models.training_normals import training_normals_dataset
         from adlight.process_memory import available_bytes
 
@@ -180,11 +184,10 @@ class AnomalyModule(ThresholdMixin, L.LightningModule):
         fits = batch_size_that_fits(per_image, need - batch_size * per_image, int(0.9 * available))
         advice = (f"use --data.loader.batch_size {fits}" if fits >= 1 else
                   "use smaller images (--data.image_size): not even one image fits")
-        gb = 2**30
         raise ConfigError(
-            f"{type(self).__name__}'s training step needs about {need / gb:.1f} GB at image_size "
+            f"{type(self).__name__}'s training step needs about {readable_bytes(need)} at image_size "
             f"{getattr(datamodule, 'image_size', '?')} with batch_size {batch_size} "
-            f"({per_image / gb:.2f} GB per image), more than the {available / gb:.1f} GB free on "
+            f"({readable_bytes(per_image)} per image), more than the {readable_bytes(available)} free on "
             f"{self.device}: {advice}")
 
     def on_fit_end(self) -> None:

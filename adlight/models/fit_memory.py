@@ -102,6 +102,11 @@ def training_step_bytes(model, dataset, batch_size: int) -> tuple[int, int] | No
     return batch_size * per_image + parameter_bytes(model), per_image
 
 
+def readable_bytes(n_bytes: int) -> str:
+    """``1.5 GB`` or ``300 MB`` (one decimal would say 0.0 GB for a small step)."""
+    return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MB"
+
+
 def batch_size_that_fits(per_image: int, fixed: int, available: int) -> int:
     """The largest batch whose step fits in ``available`` bytes (0: not even one image)."""
     return max(0, (available - fixed) // max(per_image, 1))
