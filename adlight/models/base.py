@@ -187,8 +187,8 @@ class AnomalyModule(ThresholdMixin, L.LightningModule):
         raise ConfigError(
             f"{type(self).__name__}'s training step needs about {readable_bytes(need)} at image_size "
             f"{getattr(datamodule, 'image_size', '?')} with batch_size {batch_size} "
-            f"({readable_bytes(per_image)} per image), more than the {readable_bytes(available)} free on "
-            f"{self.device}: {advice}")
+            f"({readable_bytes(per_image)} per image), more than 90 % of the {readable_bytes(available)} "
+            f"free on {self.device}: {advice}")
 
     def on_fit_end(self) -> None:
         # the thresholds must belong to the weights that are kept: the last validation epoch
