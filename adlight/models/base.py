@@ -55,6 +55,9 @@ class AnomalyModule(ThresholdMixin, L.LightningModule):
 
     #: whether the model learns its weights by gradient (so untrained weights mean nothing)
     learns_by_gradient: bool = True
+    # whether fit_memory.py measures a training step on images before the first batch (a family
+    # whose steps read features gathered at train start says False)
+    measures_training_step: bool = True
 
     #: the nu of each column of ``score_sweep`` (a model scoring with several fitted
     #: variants); the evaluator reports the AUROC of each and their mean and std
@@ -148,6 +151,44 @@ class AnomalyModule(ThresholdMixin, L.LightningModule):
     # ----- training: count the steps the weights have seen --------------------------------
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.trained_steps += 1
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.learns_by_gradient and self.measures_training_step:
+            self.check_training_step_memory()
+
+    def check_training_step_memory(self) -> None:
+        """Refuse, before the first batch, a training step that needs more memory than the device
+        has free, with one line naming the batch size that would fit (fit_memory.py)."""
+        from adlight.models.fit_memory import (
+            batch_size_that_fits,
+            readable_bytes,
+            training_step_bytes,
+        )
+        from adlight.models.training_normals import training_normals_dataset
+        from adlight.process_memory import available_bytes
+
+        datamodule = self.trainer.datamodule
+        batch_size = getattr(datamodule, "batch_size", None)
+        if not isinstance(batch_size, int):
+            return
+        try:
+            dataset = training_normals_dataset(self.trainer)
+        except (ConfigError, TypeError):
+            return  # no adlight datamodule: nothing to measure with
+        measured = training_step_bytes(self, dataset, batch_size)
+        available = available_bytes(self.device)
+        if measured is None or available is None or measured[0] <= 0.9 * available:
+            return
+        need, per_image = measured
+        fits = batch_size_that_fits(per_image, need - batch_size * per_image, int(0.9 * available))
+        advice = (f"use --data.loader.batch_size {fits}" if fits >= 1 else
+                  "use smaller images (--data.image_size): not even one image fits")
+        raise ConfigError(
+            f"{type(self).__name__}'s training step needs about {readable_bytes(need)} at image_size "
+            f"{getattr(datamodule, 'image_size', '?')} with batch_size {batch_size} "
+            f"({readable_bytes(per_image)} per image), more than 90 % of the {readable_bytes(available)} "
+            f"free on {self.device}: {advice}")
 
     def on_fit_end(self) -> None:
         # the thresholds must belong to the weights that are kept: the last validation epoch

@@ -54,6 +54,10 @@ class FeatureDiscriminatorModel(AnomalyModule):
         seed: seeds the noise and the patch draws.
     """
 
+    # its steps read the features gathered at train start, not images: fit_memory.py cannot
+    # run one before them (and would draw from the seeded generator the steps use)
+    measures_training_step = False
+
     def __init__(
         self,
         network: FeatureDiscriminator,
