@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from synthetic import make_mvtec_tree
 from torch import nn
@@ -92,3 +93,45 @@ def test_a_fit_larger_than_free_memory_is_one_line_naming_the_batch_size_before_
                   "free on cpu", "use --data.loader.batch_size 2"):
         assert words in errors[0], (words, errors[0])
     assert not steps and not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_the_gan_is_measured_through_its_probe_step_without_touching_its_weights():
+    from adlight.models import GANModel
+    from adlight.models.fit_memory import training_step_bytes
+
+    (model, *_) = GANModel.examples(image_size=32)
+    assert not model.automatic_optimization  # it steps its own optimisers: training_step is no probe
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.rand(3, 3, 32, 32)
+    dataset = [{"image": image, "label": torch.tensor(0)} for image in images]
+    need, per_image = training_step_bytes(model, dataset, batch_size=16)
+    assert per_image > 0 and need == 16 * per_image + parameter_bytes(model)
+    assert all(torch.equal(v, before[k]) or v.isnan().all() and before[k].isnan().all()
+               for k, v in model.state_dict().items())
+
+
+def test_simplenet_features_larger_than_free_memory_are_one_line_before_any_extraction(tmp_path, capfd,
+                                                                                       monkeypatch):
+    from adlight import process_memory
+    from adlight.models import FeatureDiscriminatorModel
+    from adlight.models import feature_discriminator as module
+
+    root = make_mvtec_tree(tmp_path / "mvtec", n_train=8, n_good_test=2, defects={"scratch": 2}, size=32)
+    monkeypatch.setattr(process_memory, "available_bytes", lambda device=None: 1000)
+    extracted = []
+    monkeypatch.setattr(module, "gather_training_features", lambda *args: extracted.append(1))
+    config = REPO / "configs" / "feature_discriminator" / "mvtec_simplenet.yaml"
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", f"--config={config}", f"--data.root={root}", "--data.image_size=32",
+              "--model.network.init_args.features.init_args.backbone.init_args.input_size=32",
+              "--data.loader.batch_size=4", "--trainer.accelerator=cpu",
+              f"--trainer.default_root_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false"])
+    err = capfd.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if re.match(r"adlight( [\w-]+)?: error", line)]
+    assert len(errors) == 1, err[-3000:]
+    assert "FeatureDiscriminatorModel's training features need about" in errors[0]
+    assert "8 images x 4x4 patches" in errors[0] and "at most 0 training images" in errors[0], errors[0]
+    assert not extracted and not list(tmp_path.rglob("*.ckpt"))
+    assert FeatureDiscriminatorModel.measures_training_step is False

@@ -55,7 +55,8 @@ class FeatureDiscriminatorModel(AnomalyModule):
     """
 
     # its steps read the features gathered at train start, not images: fit_memory.py cannot
-    # run one before them (and would draw from the seeded generator the steps use)
+    # run one before them (and would draw from the seeded generator the steps use); the
+    # features themselves are what a fit holds, checked by check_feature_memory
     measures_training_step = False
 
     def __init__(
@@ -89,6 +90,37 @@ class FeatureDiscriminatorModel(AnomalyModule):
         #: training normals' patch features by dataset index (N x h w x D, float16), this fit only
         self._train_patches: Tensor | None = None
         self._generator: torch.Generator | None = None
+
+    # ----- limits before work starts ----------------------------------------------------
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        self.check_feature_memory()
+
+    def feature_bytes(self, n_images: int) -> int:
+        """The training features a fit keeps (float16), twice: gathered, then laid out as rows."""
+        height, width = self.network.features.grid_size
+        return 2 * n_images * height * width * self.network.feature_dim * 2
+
+    def check_feature_memory(self) -> None:
+        """Refuse, before any feature is extracted, training features that would not fit in the
+        memory the device has free, with one line saying how many images would."""
+        from adlight.models.training_normals import training_normals_dataset
+        from adlight.process_memory import available_bytes
+
+        try:
+            n_images = len(training_normals_dataset(self.trainer))
+        except (ConfigError, TypeError):
+            return  # no adlight datamodule: gather_training_features names the problem
+        need, available = self.feature_bytes(n_images), available_bytes(self.device)
+        if available is None or need <= 0.9 * available:
+            return
+        height, width = self.network.features.grid_size
+        fits = int(0.9 * available) // max(self.feature_bytes(1), 1)
+        raise ConfigError(
+            f"FeatureDiscriminatorModel's training features need about {need / 2**20:.0f} MB for "
+            f"{n_images} images x {height}x{width} patches x {self.network.feature_dim} features, "
+            f"more than 90 % of the {available / 2**20:.0f} MB free on {self.device}: use smaller "
+            f"images (--data.image_size) or at most {fits} training images")
 
     # ----- training: features once, then feature vectors only --------------------------
     def on_train_start(self) -> None:

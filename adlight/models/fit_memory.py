@@ -11,10 +11,11 @@ sum is halved. The module's buffers (BatchNorm running statistics) and the rando
 restored afterwards, so the fit that follows is the one it would have been.
 
 Only on the CPU: on an accelerator the measuring step would itself allocate device memory, and
-a CUDA out-of-memory error is already a clear one line. Families that optimise by hand (the GAN
-steps its own optimisers inside ``training_step``) are not measured: running their step would
-change the weights. The feature discriminator (``measures_training_step = False``) trains on
-features gathered at train start, so it has no step to run before them.
+a CUDA out-of-memory error is already a clear one line. A family that optimises by hand (the GAN
+steps its own optimisers inside ``training_step``, so running it would change the weights) gives
+a ``memory_probe_step(batch)`` instead: the forward passes of one step, no optimiser. The feature
+discriminator (``measures_training_step = False``) trains on features gathered at train start
+and checks their size itself.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def activation_bytes_per_image(model, batch: dict) -> int:
     try:
         with _state_kept(model), torch.enable_grad(), saved_tensor_bytes(exclude=model) as total:
             model.train()
-            model.training_step(batch, 0)
+            probe = getattr(model, "memory_probe_step", None)
+            probe(batch) if probe is not None else model.training_step(batch, 0)
     finally:
         if log is None:
             del model.log
@@ -96,7 +98,8 @@ def two_image_batch(dataset) -> dict:
 def training_step_bytes(model, dataset, batch_size: int) -> tuple[int, int] | None:
     """(bytes a ``batch_size`` training step needs, activation bytes per image); ``None`` where
     it is not measured (an accelerator, hand-written optimisation, an empty dataset)."""
-    if model.device.type != "cpu" or not model.automatic_optimization or len(dataset) == 0:
+    by_hand = not model.automatic_optimization and getattr(model, "memory_probe_step", None) is None
+    if model.device.type != "cpu" or by_hand or len(dataset) == 0:
         return None
     per_image = activation_bytes_per_image(model, two_image_batch(dataset))
     return batch_size * per_image + parameter_bytes(model), per_image

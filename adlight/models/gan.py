@@ -229,6 +229,13 @@ class GANModel(AnomalyModule):
         if generator_turn or self.generator_ema_decay is None:
             self.generator_ema.update_parameters(self.generator)
 
+    def memory_probe_step(self, batch: dict) -> None:
+        """The graphs one training step builds (D on real and generated images, G on latents),
+        without an optimiser step: what ``adlight/models/fit_memory.py`` measures before a fit."""
+        real = self.to_network(batch["image"])
+        fake = self.generator(self.generator.sample_latent(real.shape[0], device=real.device))
+        (self.discriminator(real).sum() + self.discriminator(fake).sum()).detach()
+
     # ----- anomaly scores -------------------------------------------------------------------
     described_networks = ("discriminator",)
 
