@@ -20,7 +20,6 @@ training normals as validation and test see images.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -177,10 +176,6 @@ class FeatureDiscriminatorModel(AnomalyModule):
 
     def build_scorer(self) -> nn.Module:
         return self.network
-
-    def scorer(self) -> nn.Module:
-        """A copy of the network in eval mode: [0, 1] images in, ``(score, anomaly_map)`` out."""
-        return copy.deepcopy(self.network).eval()
 
     described_networks = ("network",)
 

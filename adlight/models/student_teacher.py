@@ -9,7 +9,6 @@ at each tapped stage are pulled towards the teacher's (the mean over positions o
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -70,10 +69,6 @@ class StudentTeacherModel(AnomalyModule):
 
     def build_scorer(self) -> nn.Module:
         return self.network
-
-    def scorer(self) -> nn.Module:
-        """A copy of the network in eval mode: [0, 1] images in, ``(score, anomaly_map)`` out."""
-        return copy.deepcopy(self.network).eval()
 
     described_networks = ("network",)
 
