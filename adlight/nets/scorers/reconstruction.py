@@ -51,16 +51,18 @@ class SSIMMap(nn.Module):
     def __init__(self, channels: int, sigma: float = 1.5) -> None:
         super().__init__()
         size = int(3.5 * sigma + 0.5) * 2 + 1  # torchmetrics' Gaussian kernel size
-        self.register_buffer("kernel", _gaussian_kernel_2d(channels, [size, size], [sigma, sigma],
-                                                           torch.float32, "cpu"))
+        # built with autocast off: the scorer may first be built inside a bf16-mixed step, where
+        # torchmetrics' outer product of the two 1-D Gaussians would run (and stay) in bfloat16
+        with torch.autocast(device_type="cpu", enabled=False):
+            kernel = _gaussian_kernel_2d(channels, [size, size], [sigma, sigma], torch.float32, "cpu")
+        self.register_buffer("kernel", kernel)
         self.pad, self.channels = (size - 1) // 2, channels
         self.c1, self.c2 = 0.01 ** 2, 0.03 ** 2
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         with full_precision(target):  # unstable in half precision
             preds, target = (F.pad(t.float(), [self.pad] * 4, mode="reflect") for t in (preds, target))
-            kernel = self.kernel.float()  # a model cast to bf16 casts this buffer with it
-            mu_p, mu_t, p2, t2, pt = (F.conv2d(t, kernel, groups=self.channels)
+            mu_p, mu_t, p2, t2, pt = (F.conv2d(t, self.kernel, groups=self.channels)
                                       for t in (preds, target, preds * preds, target * target, preds * target))
             mu_p_sq, mu_t_sq, mu_pt = mu_p.pow(2), mu_t.pow(2), mu_p * mu_t
             sigma_p_sq, sigma_t_sq = (p2 - mu_p_sq).clamp(min=0.0), (t2 - mu_t_sq).clamp(min=0.0)
