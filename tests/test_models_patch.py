@@ -337,3 +337,27 @@ def test_predict_without_a_fitted_head_is_one_clear_line(mvtec_root, tmp_path, c
         main(["predict", f"--config={config}", *tiny(mvtec_root, tmp_path)])
     err = capsys.readouterr().err
     assert "not fitted" in err and "Traceback" not in err
+
+
+def test_a_fit_sets_the_image_intensity_reference_from_the_training_normals(mvtec_root, tmp_path):
+    config = REPO / "configs" / "patch_features" / "mvtec_patchcore.yaml"
+    cli = AdlightCLI(run=False, args=[f"--config={config}", *tiny(mvtec_root, tmp_path / "run"),
+                                      "--model.features.init_args.backbone.init_args.intensity=image",
+                                      "--trainer.max_epochs=1"])
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    backbone = cli.model.features.backbone
+    assert not backbone.needs_intensity_reference
+    # the reference is the training normals' average per-image mean and std, as the network sees them
+    moments = torch.cat([backbone.intensity_moments(batch["image"])
+                         for batch in torch.utils.data.DataLoader(cli.datamodule.train_eval_dataset(), batch_size=4)])
+    assert torch.allclose(backbone.intensity_reference, moments.mean(dim=0), atol=1e-5)
+    # and the checkpoint keeps it: a fresh model scores exactly as the fitted one
+    state = torch.load(next((tmp_path / "run").rglob("last.ckpt")), map_location="cpu", weights_only=True)
+    fresh = AdlightCLI(run=False, args=[f"--config={config}", *tiny(mvtec_root, tmp_path / "x"),
+                                        "--model.features.init_args.backbone.init_args.intensity=image"]).model
+    fresh.load_state_dict(state["state_dict"])
+    fresh.on_load_checkpoint(state)
+    assert torch.equal(fresh.features.backbone.intensity_reference, backbone.intensity_reference)
+    batch = next(iter(cli.datamodule.test_dataloader()))
+    with torch.no_grad():
+        assert torch.equal(cli.model.anomaly_outputs(batch)["score"], fresh.anomaly_outputs(batch)["score"])

@@ -198,3 +198,54 @@ def test_every_offline_lite_backbone_recognises_a_photo():
     with torch.no_grad():
         random = Backbone("efficientnet_lite1", weights="none").eval()(photo).softmax(1)[0]
     assert random.max() < 0.05
+
+
+# ----- intensity="image": each image standardised onto the training images' mean and std ---
+def test_image_intensity_makes_features_blind_to_gain_and_offset_only():
+    backbone = Backbone("efficientnet_lite0", weights=EFFICIENTNET_LITE0_PYPI, input_size=64,
+                        intensity="image").eval()
+    backbone.set_intensity_reference(0.6, 0.15)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.2
+    with torch.no_grad():
+        base = backbone(images)
+        relit = backbone(0.8 * images + 0.05)  # a darker, lower-contrast exposure
+        other = backbone(images.flip(-1))
+    assert torch.allclose(base, relit, atol=1e-4)
+    assert not torch.allclose(base, other, atol=1e-2)  # it is not blind to the content
+    inputs = backbone.preprocess(0.8 * images + 0.05)
+    # the input is each image standardised onto the reference, then ImageNet-normalised
+    raw = inputs * backbone.std + backbone.mean
+    assert torch.allclose(raw.mean(dim=(1, 2, 3)), torch.tensor([0.6, 0.6]), atol=1e-5)
+    assert torch.allclose(raw.std(dim=(1, 2, 3)), torch.tensor([0.15, 0.15]), atol=1e-5)
+
+
+def test_dataset_intensity_is_not_blind_to_gain_and_keeps_its_state_dict_keys():
+    plain = Backbone("efficientnet_lite0", weights="none", input_size=32).eval()
+    images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert not torch.allclose(plain(images), plain(0.8 * images + 0.05), atol=1e-3)
+    assert not any("intensity" in key for key in plain.state_dict())
+    standardised = Backbone("efficientnet_lite0", weights="none", input_size=32, intensity="image")
+    assert {"intensity_reference", "intensity_reference_set"} <= set(standardised.state_dict())
+    assert standardised.needs_intensity_reference
+    standardised.set_intensity_reference(0.5, 0.1)
+    assert not standardised.needs_intensity_reference
+    assert "standardised onto" in standardised.identity()["normalisation"]
+    assert standardised.cache_key() != Backbone("efficientnet_lite0", weights="none", input_size=32,
+                                                intensity="image").cache_key()
+
+
+def test_a_flat_image_is_shifted_not_blown_up():
+    from adlight.nets.backbones import standardise_intensity
+
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    flat[0, 0, 0, 0] += 1e-6
+    out = standardise_intensity(flat, 0.6, 0.2)
+    assert torch.allclose(out, torch.full_like(out, 0.6), atol=1e-3)
+
+
+def test_intensity_refuses_unknown_modes_and_setting_a_reference_it_does_not_use():
+    with pytest.raises(ConfigError, match="intensity must be one of dataset, image, got 'per_image'"):
+        Backbone("efficientnet_lite0", weights="none", intensity="per_image")
+    with pytest.raises(ConfigError, match="intensity='dataset': it has no intensity reference"):
+        Backbone("efficientnet_lite0", weights="none").set_intensity_reference(0.5, 0.1)

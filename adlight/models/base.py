@@ -154,8 +154,20 @@ class AnomalyModule(ThresholdMixin, L.LightningModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
+        self.set_intensity_references()
         if self.learns_by_gradient and self.measures_training_step:
             self.check_training_step_memory()
+
+    def set_intensity_references(self) -> None:
+        """Every backbone with intensity="image" that has no reference yet (a resumed fit's
+        checkpoint brings its own) gets the training normals' average mean and std, before
+        any feature is taken."""
+        from adlight.models.training_normals import training_intensity_reference
+        from adlight.nets.backbones import Backbone
+
+        for module in self.modules():
+            if isinstance(module, Backbone) and module.needs_intensity_reference:
+                module.set_intensity_reference(*training_intensity_reference(self.trainer, module))
 
     def check_training_step_memory(self) -> None:
         """Refuse, before the first batch, a training step that needs more memory than the device

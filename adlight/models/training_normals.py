@@ -25,16 +25,37 @@ def training_normals_dataset(trainer: L.Trainer) -> Dataset:
     return datamodule.train_eval_dataset()
 
 
-@torch.no_grad()
-def gather_training_features(trainer: L.Trainer, model) -> torch.Tensor:
-    """``model.head_features`` of every training normal, gathered from all processes, in dataset order."""
+def training_normals_loader(trainer: L.Trainer) -> DataLoader:
+    """This process's share of the training normals, in order, unaugmented."""
     dataset = training_normals_dataset(trainer)
     sampler = None
     if trainer.world_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=trainer.world_size,
                                      rank=trainer.global_rank, shuffle=False)
-    loader = DataLoader(dataset, batch_size=trainer.datamodule.batch_size, sampler=sampler,
-                        num_workers=getattr(trainer.datamodule, "num_workers", 0))
+    return DataLoader(dataset, batch_size=trainer.datamodule.batch_size, sampler=sampler,
+                      num_workers=getattr(trainer.datamodule, "num_workers", 0))
+
+
+@torch.no_grad()
+def training_intensity_reference(trainer: L.Trainer, backbone) -> tuple[float, float]:
+    """The training normals' average per-image (mean, std) as ``backbone`` sees them
+    (``Backbone.intensity_moments``), over all processes."""
+    totals = torch.zeros(3, dtype=torch.float64, device=trainer.strategy.root_device)
+    for batch in training_normals_loader(trainer):
+        moments = backbone.intensity_moments(trainer.strategy.batch_to_device(batch)["image"])
+        totals[:2] += moments.sum(dim=0).double()
+        totals[2] += len(moments)
+    if trainer.world_size > 1:
+        totals = trainer.strategy.reduce(totals, reduce_op="sum")
+    if totals[2] == 0:
+        raise ConfigError("intensity='image' needs training images to set its reference: the train split is empty")
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+@torch.no_grad()
+def gather_training_features(trainer: L.Trainer, model) -> torch.Tensor:
+    """``model.head_features`` of every training normal, gathered from all processes, in dataset order."""
+    loader = training_normals_loader(trainer)
     was_training = model.training
     model.eval()
     features, indices = [], []

@@ -192,6 +192,14 @@ def create_timm_model(
                       f"got {weights!r}")
 
 
+#: Backbone(intensity=...): "dataset" normalises with one mean/std for every image; "image"
+#: standardises each image by its own first (onto the training images' average)
+INTENSITY_MODES = ("dataset", "image")
+#: ImageNet's grey level (the mean of its RGB means) and contrast (of its RGB stds): the
+#: intensity reference of a backbone no fit has set one for yet
+IMAGENET_INTENSITY = (0.449, 0.226)
+
+
 class _StopForward(Exception):
     """Raised by the last tap hook: the layers after it are not needed."""
 
@@ -212,6 +220,16 @@ class Backbone(nn.Module):
             non-square image keeps its aspect: the feature maps are then non-square too);
             ``None``: the backbone's own.
         mean, std: normalisation (``None``: the backbone's own, ImageNet's for most).
+        intensity: ``"dataset"`` (default): pixels are normalised with ``mean`` / ``std`` only.
+            ``"image"``: each image is first standardised by its own mean and standard
+            deviation (one of each over all its pixels and channels, so colour ratios and local
+            contrast stay) and mapped onto the training images' average mean and standard
+            deviation (the ``intensity_reference`` buffer, set from the training normals at the
+            start of a fit: :meth:`set_intensity_reference`), so a global change of illumination
+            (gain and offset) does not change the features while images lit like the training
+            ones barely change. For inspection lines whose test images are lit differently from
+            the training images (MVTec AD screw's test normals are 8% darker on average than its
+            training normals).
         drop_rate: dropout before the classifier (timm's argument).
         freeze: which weights stay fixed in training: ``None`` (fine-tune everything),
             ``"all"`` (a fixed feature extractor: only the classifier trains), or an int N
@@ -230,8 +248,12 @@ class Backbone(nn.Module):
         std: Sequence[float] | None = None,
         drop_rate: float = 0.0,
         freeze: int | str | None = None,
+        intensity: str = "dataset",
     ) -> None:
         super().__init__()
+        if intensity not in INTENSITY_MODES:
+            raise ConfigError(f"intensity must be one of {', '.join(INTENSITY_MODES)}, got {intensity!r}")
+        self.intensity = intensity
         if num_classes is not None and (not is_int(num_classes) or num_classes < 0):
             raise ConfigError(f"num_classes must be an int >= 0 or null, got {num_classes!r}")
         if input_size is not None:
@@ -251,6 +273,13 @@ class Backbone(nn.Module):
             raise ConfigError(f"std must be positive, got {list(std)}")
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        if intensity == "image":
+            # (mean, std) of the training images, ImageNet's grey level and contrast until a fit
+            # sets them (the shape probes of the feature extractors run before any fit);
+            # persistent, so a checkpoint scores as its fit did (only with intensity="image": the
+            # state-dict keys of every other backbone are unchanged)
+            self.register_buffer("intensity_reference", torch.tensor(IMAGENET_INTENSITY))
+            self.register_buffer("intensity_reference_set", torch.tensor(False))
         self.layer_names = {n for n, _ in self.model.named_modules() if n}
         self.freeze = freeze
         self._frozen_modules = self._apply_freeze(freeze)
@@ -308,8 +337,8 @@ class Backbone(nn.Module):
     def num_classes(self) -> int:
         return int(getattr(self.model, "num_classes", 0))
 
-    def preprocess(self, images: Tensor) -> Tensor:
-        """[0, 1] images (N x 1|3 x H x W) -> normalised N x 3 x S x S network input."""
+    def resized(self, images: Tensor) -> Tensor:
+        """[0, 1] images (N x 1|3 x H x W) -> N x 3 x S x S, still in [0, 1]."""
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ConfigError(
                 f"{self.name} expects images N x 1|3 x H x W, got shape {tuple(images.shape)}"
@@ -323,7 +352,32 @@ class Backbone(nn.Module):
             shrink = images.shape[-2] > shape[0] or images.shape[-1] > shape[1]
             images = F.interpolate(images, size=shape,
                                    mode="bilinear", align_corners=False, antialias=shrink)
+        return images
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """[0, 1] images (N x 1|3 x H x W) -> normalised N x 3 x S x S network input."""
+        images = self.resized(images)
+        if self.intensity == "image":
+            reference = self.intensity_reference.to(images.dtype)
+            images = standardise_intensity(images, reference[0], reference[1])
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+    @property
+    def needs_intensity_reference(self) -> bool:
+        return self.intensity == "image" and not bool(self.intensity_reference_set)
+
+    @torch.no_grad()
+    def intensity_moments(self, images: Tensor) -> Tensor:
+        """Each image's (mean, std) as the network input sees it (resized, 3 channels): N x 2."""
+        images = self.resized(images.float())
+        return torch.stack([images.mean(dim=(1, 2, 3)), images.std(dim=(1, 2, 3))], dim=1)
+
+    def set_intensity_reference(self, mean: float, std: float) -> None:
+        """The (mean, std) every image is standardised onto (intensity="image")."""
+        if self.intensity != "image":
+            raise ConfigError(f"{self.name} has intensity={self.intensity!r}: it has no intensity reference")
+        self.intensity_reference.copy_(torch.tensor([float(mean), max(float(std), 1e-3)]))
+        self.intensity_reference_set.fill_(True)
 
     def forward(self, images: Tensor) -> Tensor:
         """Class logits (N x num_classes)."""
@@ -405,7 +459,9 @@ class Backbone(nn.Module):
         return {"backbone": self.name, "weights": f"parameters sha1 {digest.hexdigest()[:12]}",
                 "num_classes": str(self.num_classes),
                 "input_size": str(self.input_size),
-                "normalisation": f"mean {self.mean.flatten().tolist()} std {self.std.flatten().tolist()}"}
+                "normalisation": f"mean {self.mean.flatten().tolist()} std {self.std.flatten().tolist()}"
+                + ("" if self.intensity == "dataset" else
+                   f", each image standardised onto {self.intensity_reference.tolist()} first")}
 
     def cache_key(self) -> str:
         """What determines this backbone's outputs for a given image (for feature caches)."""
@@ -414,7 +470,17 @@ class Backbone(nn.Module):
             stat = Path(weights).stat()
             weights = f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         return (f"{self.name}|{weights}|{self.num_classes}|{self.input_size}|"
-                f"{self.mean.flatten().tolist()}|{self.std.flatten().tolist()}")
+                f"{self.mean.flatten().tolist()}|{self.std.flatten().tolist()}"
+                + ("" if self.intensity == "dataset" else f"|image {self.intensity_reference.tolist()}"))
+
+
+def standardise_intensity(images: Tensor, mean: Tensor | float, std: Tensor | float) -> Tensor:
+    """Each image (N x C x H x W) with its own mean and standard deviation (over all its pixels
+    and channels) replaced by ``mean`` / ``std``; a flat image (std under 1e-3 of the [0, 1]
+    range) is shifted, its noise not blown up."""
+    own_mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    own_std = images.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+    return (images - own_mean) * (std / own_std) + mean
 
 
 def pool_feature_map(features: Tensor, pool: str | int) -> Tensor:
