@@ -161,6 +161,12 @@ FAMILIES = [
     Family("patchcore", "patch_features/mvtec_patchcore.yaml", mvtec("odd"),
            ["--model.features.init_args.backbone.init_args.input_size=32"], deterministic_fit=True,
            loss=None),
+    # intensity="image": the reference (the training normals' average mean and std) is taken
+    # over both ranks' shares, each image once, before any feature: the one-process numbers
+    Family("patchcore_image_intensity", "patch_features/mvtec_patchcore.yaml", mvtec("odd"),
+           ["--model.features.init_args.backbone.init_args.input_size=32",
+            "--model.features.init_args.backbone.init_args.intensity=image"],
+           deterministic_fit=True, loss=None),
     Family("padim", "patch_features/mvtec_padim.yaml", mvtec("odd"),
            ["--model.features.init_args.backbone.init_args.input_size=32"], deterministic_fit=True,
            loss=None),

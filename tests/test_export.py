@@ -274,3 +274,20 @@ def test_the_inferencer_runs_where_torch_and_lightning_cannot_be_imported(tmp_pa
     assert result["prediction"] == (reference["score"] >= float(model.image_threshold)).astype(int).tolist()
     rows = (tmp_path / "model" / "predictions" / "scores.csv").read_text().splitlines()
     assert len(rows) == 1 + len(paths) and (tmp_path / "model" / "predictions" / "maps").is_dir()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_image_intensity_standardisation_is_inside_the_exported_model(fmt, tmp_path):
+    # the reference (the training normals' mean and std) travels as a constant of the graph:
+    # the exported model scores a relit image as the eager one does, and as the original image
+    backbone = Backbone("efficientnet_lite0", weights=LITE0, input_size=64, intensity="image")
+    backbone.set_intensity_reference(0.55, 0.12)
+    model = PatchCoreModel(PatchFeatures(backbone), coreset_fraction=0.5, search="faiss", smoothing_sigma=2.0)
+    model.fit_head(model.head_features({"image": textured(4, 64, seed=1).float() / 255}))
+    images = textured(4, 64, seed=2)
+    got = assert_parity(with_thresholds(model, images), images, tmp_path / "plain", fmt)
+    relit = (images.float() * 0.8 + 10).round().to(torch.uint8)  # darker, lower contrast
+    relit_scores = Inferencer(tmp_path / "plain").predict(relit.numpy())["score"]
+    np.testing.assert_allclose(relit_scores, got["score"], rtol=0.02)
+    metadata = (tmp_path / "plain" / "metadata.json").read_text()
+    assert '"reference_mean_std": [\n' in metadata and "0.55" in metadata and "0.12" in metadata

@@ -39,17 +39,21 @@ def training_normals_loader(trainer: L.Trainer) -> DataLoader:
 @torch.no_grad()
 def training_intensity_reference(trainer: L.Trainer, backbone) -> tuple[float, float]:
     """The training normals' average per-image (mean, std) as ``backbone`` sees them
-    (``Backbone.intensity_moments``), over all processes."""
-    totals = torch.zeros(3, dtype=torch.float64, device=trainer.strategy.root_device)
+    (``Backbone.intensity_moments``), over all processes, each image once (the distributed
+    sampler repeats some to even out the shares)."""
+    moments, indices = [], []
     for batch in training_normals_loader(trainer):
-        moments = backbone.intensity_moments(trainer.strategy.batch_to_device(batch)["image"])
-        totals[:2] += moments.sum(dim=0).double()
-        totals[2] += len(moments)
-    if trainer.world_size > 1:
-        totals = trainer.strategy.reduce(totals, reduce_op="sum")
-    if totals[2] == 0:
+        batch = trainer.strategy.batch_to_device(batch)
+        moments.append(backbone.intensity_moments(batch["image"]).double())
+        indices.append(batch["index"])
+    if not moments:
         raise ConfigError("intensity='image' needs training images to set its reference: the train split is empty")
-    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+    moments, indices = torch.cat(moments), torch.cat(indices)
+    if trainer.world_size > 1:
+        moments = trainer.strategy.all_gather(moments).flatten(0, 1)
+        indices = trainer.strategy.all_gather(indices).flatten(0, 1)
+    mean, std = moments[drop_repeated_indices(indices)].mean(dim=0).tolist()
+    return mean, std
 
 
 @torch.no_grad()

@@ -31,11 +31,16 @@ class Scorer(nn.Module):
 
 def describe_network(module: nn.Module) -> dict:
     """The class of ``module`` and, where it has them, its backbone's name and input size and its
-    layers: what an export's ``metadata.json`` records of the representation."""
+    layers (and a per-image intensity standardisation's reference): what an export's
+    ``metadata.json`` records of the representation."""
     entry: dict = {"class": type(module).__name__}
     backbone = getattr(module, "backbone", module)
     for attr in _DESCRIBED:
         value = getattr(backbone, attr, None) if attr != "layers" else getattr(module, attr, None)
         if isinstance(value, (str, int, list, tuple)):
             entry[attr] = list(value) if isinstance(value, tuple) else value
+    if getattr(backbone, "intensity", "dataset") == "image":
+        # the standardisation is inside the exported graph; the record says onto what
+        entry["intensity"] = {"mode": "image",
+                              "reference_mean_std": [round(v, 6) for v in backbone.intensity_reference.tolist()]}
     return entry
