@@ -7,10 +7,14 @@ Every config is built exactly as ``adlight fit --config ...`` builds it (``Adlig
 trained by Lightning for ``warmup + steps`` batches, twice per repeat, the two variants
 alternating so that both see the same load:
 
-- ``main``: the config as shipped (float32, NCHW, the optimiser's default for-loop kernels);
+- ``main``: the config as shipped, as it trained before issue 22 (float32, NCHW, the
+  optimiser's default for-loop kernels, and each image augmented on its own by torchvision in
+  the loader, then the items collated);
 - ``cpu``: the recommended CPU settings, all of them plain command-line overrides:
   ``--trainer.precision=bf16-mixed``, ``--trainer.callbacks+=adlight.callbacks.ChannelsLast``
-  and ``fused=true`` on each Adam/AdamW/SGD optimiser (PyTorch's one-kernel update).
+  and ``fused=true`` on each Adam/AdamW/SGD optimiser (PyTorch's one-kernel update); and the
+  data path every run now takes: a batch gathered from the uint8 image cache in one read and
+  augmented as a whole (``AnomalyDataModule.augment_batch``, in ``on_after_batch_transfer``).
 
 Where a batch goes, per variant: ``decode`` (reading, decoding and resizing one batch of files,
 paid in the first epoch only: the datamodules cache the resized 8-bit images), ``batch`` (what
@@ -46,6 +50,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import default_collate
 
 from adlight.cli import AdlightCLI
+from adlight.data.datasets import collate_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 MVTEC = ["--data.root={data}/mvtec_ad", "--data.category=bottle"]
@@ -112,14 +117,26 @@ class StepTimer(Callback):
             self.wall += time.perf_counter() - self._wall_start
 
 
-def data_costs(datamodule, batch_size: int) -> tuple[float, float]:
-    """CPU seconds of one batch read cold (decode, resize, augment) and warm (from the cache)."""
+def data_costs(datamodule, batch_size: int, per_image: bool) -> tuple[float, float]:
+    """CPU seconds of one batch read cold (decode, resize, augment) and warm (from the cache).
+
+    ``per_image``: the path before issue 22, each item augmented by torchvision v2 and the
+    items collated; else the datamodule's: one batched read, then the batch augmented.
+    """
     dataset = datamodule.train_dataset
     indices = list(range(min(batch_size, len(dataset))))
+    per_image_augmentation = datamodule.loader.augmentation()
     costs = []
     for _ in range(2):
         start = time.thread_time()
-        default_collate([dataset[i] for i in indices])
+        if per_image:
+            dataset.transform = per_image_augmentation
+            default_collate([dataset[i] for i in indices])
+            dataset.transform = None
+        else:
+            read = getattr(dataset, "__getitems__", None)
+            items = read(indices) if read is not None else [dataset[i] for i in indices]
+            datamodule.augment_batch(collate_batches(items))
         costs.append((time.thread_time() - start) * batch_size / len(indices))
     return costs[0], costs[1]
 
@@ -135,13 +152,13 @@ def build(config: str, extra: list[str], args, run_dir: Path, steps: int) -> Adl
     ])
 
 
-def measure(config: str, extra: list[str], args, work: Path) -> dict:
+def measure(config: str, extra: list[str], args, work: Path, per_image: bool) -> dict:
     cli = build(config, extra, args, work, args.warmup + args.steps)
     batch_size = cli.datamodule.batch_size
     timer = StepTimer(args.warmup)
     cli.trainer.callbacks.append(timer)
     cli.datamodule.setup("fit")
-    decode, batch = data_costs(cli.datamodule, batch_size)
+    decode, batch = data_costs(cli.datamodule, batch_size, per_image)
     # the first epoch decodes its batches outside the timed steps (between batch end and start)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     n = max(timer.steps, 1)
@@ -185,7 +202,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, extra in variants.items():
                 with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
-                    rows[name].append(measure(config, extra, args, Path(tmp)))
+                    rows[name].append(measure(config, extra, args, Path(tmp), name == "main"))
         row = {name: median_row(r) for name, r in rows.items()}
         for name, r in row.items():
             ratio = r["img_s"] / row["main"]["img_s"]

@@ -312,7 +312,8 @@ def test_digits_source_counts_resize_and_augmentation():
     item = dm.train_dataset[0]
     clean = dm.train_eval_dataset()[0]  # no augmentation, still resized
     assert item["image"].shape == clean["image"].shape == (3, 16, 16)
-    assert not torch.equal(item["image"], clean["image"])
+    assert torch.equal(item["image"], clean["image"])  # augmented by batch, in training
+    assert not torch.equal(dm.augment_batch({"image": item["image"][None]})["image"][0], clean["image"])
     assert 0.0 <= clean["image"].min() and clean["image"].max() <= 1.0
     assert dm.test_dataset[0]["image"].shape == (3, 16, 16)
 

@@ -9,6 +9,7 @@ import tarfile
 import warnings
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -123,9 +124,16 @@ def test_mvtec_train_augmentations_only_on_train(mvtec_root):
     a = next(iter(dm.train_dataloader()))
     b = next(iter(eval_dm.train_dataloader()))
     order = [b["path"].index(p) for p in a["path"]]
-    assert (a["image"] - b["image"][order]).abs().mean() > 0.1  # noise on train
+    # the loader yields the images as they are; the training loop's batch transfer augments them
+    assert torch.equal(a["image"], b["image"][order])
+    dm.trainer = SimpleNamespace(training=True)
+    augmented = dm.on_after_batch_transfer(a, 0)
+    assert (augmented["image"] - b["image"][order]).abs().mean() > 0.1  # noise on train
+    assert augmented["path"] == a["path"] and augmented is not a
     t1 = next(iter(dm.test_dataloader()))
     t2 = next(iter(eval_dm.test_dataloader()))
+    dm.trainer = SimpleNamespace(training=False)  # validating, testing, predicting
+    assert dm.on_after_batch_transfer(t1, 0) is t1
     assert torch.equal(t1["image"], t2["image"]) and torch.equal(t1["mask"], t2["mask"])
 
 
@@ -145,7 +153,8 @@ def test_train_eval_dataset_is_the_training_normals_without_augmentation(mvtec_r
     assert _paths(ds) == [r[0] for r in dm.train_dataset.rows() if r[1] == 0]
     assert len(ds) == 8 and [ds[i]["index"] for i in range(len(ds))] == list(range(8))
     assert torch.equal(ds[3]["image"], ds[3]["image"])  # no random augmentation
-    assert not torch.equal(dm.train_dataset[3]["image"], dm.train_dataset[3]["image"])
+    batch = {"image": ds[3]["image"][None], "mask": ds[3]["mask"][None]}
+    assert not torch.equal(dm.augment_batch(batch)["image"], batch["image"])  # in training
     assert ds[0]["image"].shape == (3, 16, 16) and ds[0]["mask"].sum() == 0
     digits = DigitsDataModule(abnormal_train_fraction=0.2).train_eval_dataset()
     assert len(digits) == 107 and set(digits.labels) == {0}

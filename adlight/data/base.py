@@ -27,7 +27,7 @@ from adlight.checks import (
     image_shape,
     is_int,
 )
-from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset
+from adlight.data.datasets import ImageFileDataset, Sample, TensorImageDataset, collate_batches
 from adlight.data.image_tensors import list_images, warn_not_images
 from adlight.data.loader import LoaderOptions, usable_workers
 from adlight.data.predict import PredictImageDataset, PredictLoader, collate_readable
@@ -106,6 +106,7 @@ class AnomalyDataModule(L.LightningDataModule):
         self.min_val_images = check_int("min_val_images", min_val_images, 1, DataError)
         self._splits: SplitDatasets | None = None
         self._predict_set: Dataset | None = None
+        self._batch_augmentation = loader.batch_augmentation()
 
     # ----------------------------------------------------------------- for subclasses
     def _build_splits(self) -> SplitDatasets:
@@ -247,6 +248,25 @@ class AnomalyDataModule(L.LightningDataModule):
                                  pin_memory=torch.cuda.is_available())
         return self._loader(ds, shuffle=False)
 
+    def augment_batch(self, batch: dict) -> dict:
+        """A training batch with the train-only augmentations (``loader``), each image drawn on
+        its own; a new dict, the batch given is not changed."""
+        if self._batch_augmentation is None or not isinstance(batch, dict) or "image" not in batch:
+            return batch
+        out = dict(batch)
+        out["image"], mask = self._batch_augmentation(batch["image"], batch.get("mask"))
+        if mask is not None:
+            out["mask"] = mask
+        return out
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # training batches only (not validation inside fit, not test or predict), on the device
+        # they were moved to: one batched rotation/flip/noise pass instead of one per image
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            return self.augment_batch(batch)
+        return batch
+
     # ----------------------------------------------------------------- internals
     def _ensure_splits(self) -> SplitDatasets:
         if self._splits is None:
@@ -272,14 +292,15 @@ class AnomalyDataModule(L.LightningDataModule):
 
     def _file_splits(self, train: list[Sample], val: list[Sample], test: list[Sample],
                      class_names: list[str], has_masks: bool) -> SplitDatasets:
-        """Image-file datasets of the three splits: train augmented, no val when it is empty."""
+        """Image-file datasets of the three splits (train is augmented by batch, in
+        :meth:`on_after_batch_transfer`), no val when it is empty."""
 
         def make(samples: list[Sample], augment) -> ImageFileDataset:
             return ImageFileDataset(samples, augment, self.channels, has_masks=has_masks,
                                     resize=self.image_size, cache=self.cache_images)
 
         return SplitDatasets(
-            train=make(train, self.loader.augmentation()),
+            train=make(train, None),
             val=make(val, None) if val else None,
             test=make(test, None),
             class_names=class_names,
@@ -294,6 +315,7 @@ class AnomalyDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             drop_last=False,
+            collate_fn=collate_batches,
         )
 
     def _build_predict_set(self) -> PredictImageDataset:

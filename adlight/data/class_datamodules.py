@@ -193,7 +193,7 @@ class ClassSplitBase(AnomalyDataModule):
                                 self.cache_images)
 
         return SplitDatasets(
-            train=make(data.train, train, self.loader.augmentation()),
+            train=make(data.train, train, None),  # augmented by batch (augment_batch)
             val=make(data.train, val, None) if val else None,
             test=make(test_drawer.pool, test, None),
             class_names=list(names),

@@ -100,7 +100,7 @@ class DigitsDataModule(AnomalyDataModule):
                                       transform=augment)
 
         return SplitDatasets(
-            train=make(train_i, self.loader.augmentation()),
+            train=make(train_i),  # augmented by batch: AnomalyDataModule.augment_batch
             val=make(val_i) if val_i else None,
             test=make(test_i),
             class_names=list(DIGIT_NAMES),

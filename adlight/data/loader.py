@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from torchvision.transforms import v2
 
 from adlight.checks import check_int
+from adlight.data.batch_augmentation import BatchAugmentation
 from adlight.data.transforms import augmentation_transform
 from adlight.errors import DataError
 
@@ -25,6 +26,10 @@ class LoaderOptions:
         hflip: train only: flip horizontally with probability 0.5.
         vflip: train only: flip vertically with probability 0.5.
         noise_std: train only: add Gaussian noise of this std to the image (0: off).
+
+    The datamodules apply the augmentations to each training batch as a whole, after it has
+    moved to the training device (``on_after_batch_transfer``, :meth:`batch_augmentation`):
+    ``train_dataloader()`` itself yields the images unaugmented.
     """
 
     batch_size: int = 32
@@ -41,9 +46,14 @@ class LoaderOptions:
         self.augmentation()  # checks the augmentation options now, not at setup
 
     def augmentation(self) -> v2.Compose | None:
-        """The train-only augmentations switched on (``None`` when all are off)."""
+        """The train-only augmentations switched on, per image (``None`` when all are off)."""
         return augmentation_transform(self.rotation_degrees, self.hflip, self.vflip,
                                       self.noise_std)
+
+    def batch_augmentation(self) -> BatchAugmentation | None:
+        """The same augmentations over whole batches (``None`` when all are off)."""
+        augment = BatchAugmentation(self.rotation_degrees, self.hflip, self.vflip, self.noise_std)
+        return augment if augment.active else None
 
 
 def usable_workers(asked: int) -> int:

@@ -39,10 +39,8 @@ def _split_dataset(dataset: Dataset, fraction: float, seed: int,
         held_set = set(held)
         kept = copy.copy(dataset)
         kept.samples = [s for s in dataset.samples if s not in held_set]
-        kept._cache = {} if dataset._cache is not None else None  # the cache is keyed by position
-        held_view = copy.copy(kept)
+        held_view = copy.copy(kept)  # both share the image cache, which is keyed by sample
         held_view.samples = held
-        held_view._cache = {} if dataset._cache is not None else None
         # no augmentation: resized when read already, else by the eval transform
         held_view.transform = None if dataset.resize is not None else eval_transform(image_size)
         return kept, held_view

@@ -55,18 +55,8 @@ def eval_transform(image_size: int | tuple[int, int]) -> v2.Compose:
     )
 
 
-def augmentation_transform(
-    rotation_degrees: float = 0.0,
-    hflip: bool = False,
-    vflip: bool = False,
-    noise_std: float = 0.0,
-) -> v2.Compose | None:
-    """The train-only augmentations that are switched on, in this order (``None`` if all off).
-
-    Datasets resize (and cache) images first, then call this. ``rotation_degrees > 0``: an angle
-    uniform in ``[-d, d]``, uncovered corners 0; ``hflip``/``vflip``: probability 0.5;
-    ``noise_std > 0``: Gaussian noise on the image only, clipped to [0, 1].
-    """
+def check_augmentation(rotation_degrees: float, noise_std: float) -> None:
+    """:class:`DataError` naming the argument when an augmentation's value is out of range."""
     if (
         not isinstance(rotation_degrees, (int, float))
         or rotation_degrees < 0
@@ -75,6 +65,23 @@ def augmentation_transform(
         raise DataError(f"rotation_degrees must be in [0, 180], got {rotation_degrees!r}")
     if not isinstance(noise_std, (int, float)) or noise_std < 0:
         raise DataError(f"noise_std must be >= 0, got {noise_std!r}")
+
+
+def augmentation_transform(
+    rotation_degrees: float = 0.0,
+    hflip: bool = False,
+    vflip: bool = False,
+    noise_std: float = 0.0,
+) -> v2.Compose | None:
+    """The train-only augmentations that are switched on, in this order (``None`` if all off).
+
+    The datamodules augment whole training batches instead
+    (:class:`adlight.data.batch_augmentation.BatchAugmentation`, the same distribution); this
+    per-image form is for a dataset used on its own. ``rotation_degrees > 0``: an angle
+    uniform in ``[-d, d]``, uncovered corners 0; ``hflip``/``vflip``: probability 0.5;
+    ``noise_std > 0``: Gaussian noise on the image only, clipped to [0, 1].
+    """
+    check_augmentation(rotation_degrees, noise_std)
     steps: list = []
     if rotation_degrees > 0:
         steps.append(
