@@ -120,7 +120,7 @@ class WithGeneratedNormals(AnomalyDataModule):
         seed: seeds the generator's codes: the same seed gives the same images.
         generation_batch_size: images generated per forward pass.
 
-    Generated images get the wrapped training split's transform (its augmentation), carry
+    Generated images are augmented with the real ones (by batch, ``augment_batch``), carry
     a zero ``mask`` when the training split has masks, ``label`` 0 and the ``class_id`` of
     the training normals' class (-1 when they come from several classes). They appear in
     ``split.csv`` as ``generated:<i>`` rows of the train split, and in
