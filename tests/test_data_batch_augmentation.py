@@ -193,28 +193,29 @@ class _Recorder(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit(seed: int) -> tuple[_Recorder, DigitsDataModule]:
+def _fit(seed: int, run_dir) -> tuple[_Recorder, DigitsDataModule]:
     L.seed_everything(seed, verbose=False)
     dm = DigitsDataModule(image_size=8, loader=LoaderOptions(batch_size=16, noise_std=0.2,
                                                              hflip=True, rotation_degrees=20))
     model = _Recorder()
     trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=1, accelerator="cpu")
+                        enable_model_summary=False, num_sanity_val_steps=1, accelerator="cpu",
+                        default_root_dir=run_dir)  # split.csv goes there
     trainer.fit(model, datamodule=dm)
     return model, dm
 
 
-def test_a_fit_augments_training_batches_only_and_repeats_under_a_seed():
-    model, dm = _fit(0)
+def test_a_fit_augments_training_batches_only_and_repeats_under_a_seed(tmp_path):
+    model, dm = _fit(0, tmp_path)
     assert len(model.seen["train"]) == 3 and len(model.seen["val"]) == 3  # sanity + 2
     for stage, dataset in (("train", dm.train_dataset), ("val", dm.val_dataset)):
         for batch in model.seen[stage]:
             clean = torch.stack([dataset[int(i)]["image"] for i in batch["index"]])
             same = torch.equal(batch["image"], clean)
             assert same == (stage == "val"), stage
-    again, _ = _fit(0)
-    other, _ = _fit(1)
+    again, _ = _fit(0, tmp_path)
+    other, _ = _fit(1, tmp_path)
     for a, b in zip(model.seen["train"], again.seen["train"], strict=True):
         assert torch.equal(a["image"], b["image"])
     assert not torch.equal(model.seen["train"][0]["image"], other.seen["train"][0]["image"])
