@@ -198,6 +198,25 @@ def test_stpm_fits_tests_and_localises_the_pasted_defect(mvtec_root, tmp_path):
     assert report["pixel_threshold_source"] == "validation split, F1-optimal"
 
 
+@pytest.mark.parametrize("config", [SIMPLENET, STPM], ids=["simplenet", "stpm"])
+def test_a_non_square_size_is_not_refused_for_networks_on_a_backbone(config):
+    from adlight.cli.app import _check_square_network
+
+    _check_square_network([f"--config={config}", "--data.image_size=[320, 128]"])  # no error
+    autoencoder = REPO / "configs" / "fadaeinejad" / "mvtec_ae_l2.yaml"  # one int image_size
+    with pytest.raises(ConfigError, match="not square"):
+        _check_square_network([f"--config={autoencoder}", "--data.image_size=[320, 128]"])
+
+
+def test_the_development_table_sizes_the_teacher_and_the_student_alike(tmp_path):
+    from adlight.benchmark.tables import DEVELOP_DATA, develop_config
+
+    kolektor = next(d for d in DEVELOP_DATA if d.key == "kolektor")
+    network = develop_config(STPM, kolektor, tmp_path, REPO / "configs")["model"]["init_args"]["network"]
+    assert network["init_args"]["teacher"]["init_args"]["input_size"] == [320, 128]
+    assert network["init_args"]["student"]["init_args"]["input_size"] == [320, 128]
+
+
 def test_untrained_models_refuse_to_test(mvtec_root, tmp_path, capsys):
     for config in (SIMPLENET, STPM):
         with pytest.raises(SystemExit):
