@@ -142,10 +142,12 @@ def test_student_teacher_trains_only_the_student(student_teacher):
     (lambda t, s: StudentTeacher(t, Backbone("efficientnet_lite0", weights="none", input_size=32)), "input_size"),
     (lambda t, s: StudentTeacher(t, s, layers=["blocks.2", "pre_logits"]), "pooled vectors"),
     (lambda t, s: StudentTeacher(t, s, combine="max"), "combine"),
+    (lambda t, s: StudentTeacher(t, Backbone("efficientnet_lite0", weights="none", input_size=SIZE,
+                                             intensity="image")), "intensity on the teacher only"),
     (lambda t, s: FeatureDiscriminator(t), "PatchFeatures"),
     (lambda t, s: FeatureDiscriminator(PatchFeatures(t), hidden=0), "hidden"),
     (lambda t, s: StudentTeacherModel(FeatureDiscriminator(PatchFeatures(t))), "StudentTeacher"),
-], ids=["size", "vector-layer", "combine", "features", "hidden", "model-network"])
+], ids=["size", "vector-layer", "combine", "student-intensity", "features", "hidden", "model-network"])
 def test_bad_arguments_are_one_line_config_errors(student_teacher, build, message):
     with pytest.raises(ConfigError, match=message):
         build(student_teacher.teacher, student_teacher.student)
@@ -267,3 +269,30 @@ def test_scorer_is_the_steps_scoring_and_exports_to_onnx(model_class, discrimina
     facts = model.export_facts()
     assert facts["model_class"] == model_class.__name__
     assert facts["representation"]["network"]["backbone"] == "efficientnet_lite0"
+
+
+# ----- intensity="image": both families see each image standardised ------------------------
+@pytest.mark.parametrize("family", ["simplenet", "stpm"])
+def test_with_intensity_image_a_global_lighting_change_leaves_the_scores(family):
+    torch.manual_seed(0)
+
+    def lite0(weights=LITE0, intensity="image"):
+        return Backbone("efficientnet_lite0", weights=weights, input_size=SIZE, intensity=intensity)
+
+    if family == "simplenet":
+        network = FeatureDiscriminator(PatchFeatures(lite0()), hidden=16).eval()
+        teacher = network.features.backbone
+    else:  # the student has no standardisation of its own: it sees the teacher's input
+        network = StudentTeacher(lite0(), lite0("none", "dataset")).eval()
+        teacher = network.teacher
+    teacher.set_intensity_reference(0.4, 0.2)
+    images = torch.rand(2, 3, SIZE, SIZE) * 0.5 + 0.25
+    with torch.no_grad():
+        score, maps = network(images)
+        darker_score, darker_maps = network(images * 0.9 - 0.02)  # 8 % darker, as screw's test normals
+    torch.testing.assert_close(darker_score, score, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(darker_maps, maps, rtol=1e-4, atol=1e-5)
+    # the raw intensities would have moved them
+    teacher.intensity = "dataset"
+    with torch.no_grad():
+        assert not torch.allclose(network(images * 0.9 - 0.02)[0], network(images)[0], rtol=1e-3)
