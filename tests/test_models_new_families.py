@@ -178,8 +178,9 @@ def fit_and_test(config: Path, root: Path, run_dir: Path, *extra: str) -> dict:
 
 
 def test_simplenet_fits_tests_and_localises_the_pasted_defect(mvtec_root, tmp_path):
-    report = fit_and_test(SIMPLENET, mvtec_root, tmp_path, "--trainer.max_epochs=10",
-                          "--trainer.check_val_every_n_epoch=10")
+    # the recipe's budget is steps: 10 epochs of the tree's 3 batches
+    report = fit_and_test(SIMPLENET, mvtec_root, tmp_path, "--trainer.max_steps=30",
+                          "--trainer.val_check_interval=30")
     # chance is 0.5; the 8 x 8 patch grid of a 64 px image localises coarsely (measured 0.87)
     assert report["image_AUROC"] >= 0.9 and report["pixel_AUROC"] >= 0.8
     assert report["image_threshold_source"] == "validation split, F1-optimal"
@@ -194,8 +195,8 @@ def test_simplenet_fits_tests_and_localises_the_pasted_defect(mvtec_root, tmp_pa
 
 
 def test_stpm_fits_tests_and_localises_the_pasted_defect(mvtec_root, tmp_path):
-    report = fit_and_test(STPM, mvtec_root, tmp_path, "--trainer.max_epochs=6",
-                          "--trainer.check_val_every_n_epoch=6")
+    report = fit_and_test(STPM, mvtec_root, tmp_path, "--trainer.max_steps=18",
+                          "--trainer.val_check_interval=18")
     assert report["image_AUROC"] >= 0.9 and report["pixel_AUROC"] >= 0.9
     assert report["pixel_threshold_source"] == "validation split, F1-optimal"
 
@@ -296,3 +297,20 @@ def test_with_intensity_image_a_global_lighting_change_leaves_the_scores(family)
     teacher.intensity = "dataset"
     with torch.no_grad():
         assert not torch.allclose(network(images * 0.9 - 0.02)[0], network(images)[0], rtol=1e-3)
+
+
+def test_the_shipped_recipes_standardise_intensity_and_budget_in_steps():
+    from adlight.cli.config_files import load_config
+
+    simplenet, stpm = load_config(SIMPLENET), load_config(STPM)
+    backbone = simplenet["model"]["init_args"]["network"]["init_args"]["features"]["init_args"]["backbone"]
+    assert backbone["init_args"]["intensity"] == "image"
+    network = stpm["model"]["init_args"]["network"]["init_args"]
+    assert network["teacher"]["init_args"]["intensity"] == "image"
+    assert network["student"]["init_args"].get("intensity", "dataset") == "dataset"  # sees the teacher's input
+    # steps, not epochs: HAM10000's ~6,600 nevi cost a fit what bottle's 209 images do
+    for config, steps in ((simplenet, 600), (stpm, 120)):
+        trainer = config["trainer"]
+        assert (trainer["max_epochs"], trainer["max_steps"], trainer["val_check_interval"]) == (-1, steps, steps)
+        assert trainer["check_val_every_n_epoch"] is None
+    assert simplenet["model"]["init_args"]["noise_std"] == 0.5
