@@ -314,3 +314,16 @@ def test_the_shipped_recipes_standardise_intensity_and_budget_in_steps():
         assert (trainer["max_epochs"], trainer["max_steps"], trainer["val_check_interval"]) == (-1, steps, steps)
         assert trainer["check_val_every_n_epoch"] is None
     assert simplenet["model"]["init_args"]["noise_std"] == 0.5
+
+
+def test_the_examples_figure_draws_all_negative_maps(tmp_path):
+    # SimpleNet's maps (minus the discriminator) are all negative where every patch sits beyond
+    # its margin (HAM10000): the shared colour scale starts at their lowest value, not at 0
+    from adlight.callbacks.figures import examples_figure
+
+    examples = [{"image": torch.rand(3, 16, 16), "anomaly_map": -1 - torch.rand(1, 16, 16), "label": label,
+                 "score": -1.0} for label in (0, 1)]
+    figure = examples_figure(examples, None)
+    figure.savefig(tmp_path / "examples.png")
+    low, high = figure.axes[1].images[0].get_clim()
+    assert low == pytest.approx(min(float(e["anomaly_map"].min()) for e in examples)) and high < 0
