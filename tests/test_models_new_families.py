@@ -142,10 +142,12 @@ def test_student_teacher_trains_only_the_student(student_teacher):
     (lambda t, s: StudentTeacher(t, Backbone("efficientnet_lite0", weights="none", input_size=32)), "input_size"),
     (lambda t, s: StudentTeacher(t, s, layers=["blocks.2", "pre_logits"]), "pooled vectors"),
     (lambda t, s: StudentTeacher(t, s, combine="max"), "combine"),
+    (lambda t, s: StudentTeacher(t, Backbone("efficientnet_lite0", weights="none", input_size=SIZE,
+                                             intensity="image")), "intensity on the teacher only"),
     (lambda t, s: FeatureDiscriminator(t), "PatchFeatures"),
     (lambda t, s: FeatureDiscriminator(PatchFeatures(t), hidden=0), "hidden"),
     (lambda t, s: StudentTeacherModel(FeatureDiscriminator(PatchFeatures(t))), "StudentTeacher"),
-], ids=["size", "vector-layer", "combine", "features", "hidden", "model-network"])
+], ids=["size", "vector-layer", "combine", "student-intensity", "features", "hidden", "model-network"])
 def test_bad_arguments_are_one_line_config_errors(student_teacher, build, message):
     with pytest.raises(ConfigError, match=message):
         build(student_teacher.teacher, student_teacher.student)
@@ -176,8 +178,9 @@ def fit_and_test(config: Path, root: Path, run_dir: Path, *extra: str) -> dict:
 
 
 def test_simplenet_fits_tests_and_localises_the_pasted_defect(mvtec_root, tmp_path):
-    report = fit_and_test(SIMPLENET, mvtec_root, tmp_path, "--trainer.max_epochs=10",
-                          "--trainer.check_val_every_n_epoch=10")
+    # the recipe's budget is steps: 10 epochs of the tree's 3 batches
+    report = fit_and_test(SIMPLENET, mvtec_root, tmp_path, "--trainer.max_steps=30",
+                          "--trainer.val_check_interval=30")
     # chance is 0.5; the 8 x 8 patch grid of a 64 px image localises coarsely (measured 0.87)
     assert report["image_AUROC"] >= 0.9 and report["pixel_AUROC"] >= 0.8
     assert report["image_threshold_source"] == "validation split, F1-optimal"
@@ -192,10 +195,29 @@ def test_simplenet_fits_tests_and_localises_the_pasted_defect(mvtec_root, tmp_pa
 
 
 def test_stpm_fits_tests_and_localises_the_pasted_defect(mvtec_root, tmp_path):
-    report = fit_and_test(STPM, mvtec_root, tmp_path, "--trainer.max_epochs=6",
-                          "--trainer.check_val_every_n_epoch=6")
+    report = fit_and_test(STPM, mvtec_root, tmp_path, "--trainer.max_steps=18",
+                          "--trainer.val_check_interval=18")
     assert report["image_AUROC"] >= 0.9 and report["pixel_AUROC"] >= 0.9
     assert report["pixel_threshold_source"] == "validation split, F1-optimal"
+
+
+@pytest.mark.parametrize("config", [SIMPLENET, STPM], ids=["simplenet", "stpm"])
+def test_a_non_square_size_is_not_refused_for_networks_on_a_backbone(config):
+    from adlight.cli.app import _check_square_network
+
+    _check_square_network([f"--config={config}", "--data.image_size=[320, 128]"])  # no error
+    autoencoder = REPO / "configs" / "fadaeinejad" / "mvtec_ae_l2.yaml"  # one int image_size
+    with pytest.raises(ConfigError, match="not square"):
+        _check_square_network([f"--config={autoencoder}", "--data.image_size=[320, 128]"])
+
+
+def test_the_development_table_sizes_the_teacher_and_the_student_alike(tmp_path):
+    from adlight.benchmark.tables import DEVELOP_DATA, develop_config
+
+    kolektor = next(d for d in DEVELOP_DATA if d.key == "kolektor")
+    network = develop_config(STPM, kolektor, tmp_path, REPO / "configs")["model"]["init_args"]["network"]
+    assert network["init_args"]["teacher"]["init_args"]["input_size"] == [320, 128]
+    assert network["init_args"]["student"]["init_args"]["input_size"] == [320, 128]
 
 
 def test_untrained_models_refuse_to_test(mvtec_root, tmp_path, capsys):
@@ -248,3 +270,60 @@ def test_scorer_is_the_steps_scoring_and_exports_to_onnx(model_class, discrimina
     facts = model.export_facts()
     assert facts["model_class"] == model_class.__name__
     assert facts["representation"]["network"]["backbone"] == "efficientnet_lite0"
+
+
+# ----- intensity="image": both families see each image standardised ------------------------
+@pytest.mark.parametrize("family", ["simplenet", "stpm"])
+def test_with_intensity_image_a_global_lighting_change_leaves_the_scores(family):
+    torch.manual_seed(0)
+
+    def lite0(weights=LITE0, intensity="image"):
+        return Backbone("efficientnet_lite0", weights=weights, input_size=SIZE, intensity=intensity)
+
+    if family == "simplenet":
+        network = FeatureDiscriminator(PatchFeatures(lite0()), hidden=16).eval()
+        teacher = network.features.backbone
+    else:  # the student has no standardisation of its own: it sees the teacher's input
+        network = StudentTeacher(lite0(), lite0("none", "dataset")).eval()
+        teacher = network.teacher
+    teacher.set_intensity_reference(0.4, 0.2)
+    images = torch.rand(2, 3, SIZE, SIZE) * 0.5 + 0.25
+    with torch.no_grad():
+        score, maps = network(images)
+        darker_score, darker_maps = network(images * 0.9 - 0.02)  # 8 % darker, as screw's test normals
+    torch.testing.assert_close(darker_score, score, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(darker_maps, maps, rtol=1e-4, atol=1e-5)
+    # the raw intensities would have moved them
+    teacher.intensity = "dataset"
+    with torch.no_grad():
+        assert not torch.allclose(network(images * 0.9 - 0.02)[0], network(images)[0], rtol=1e-3)
+
+
+def test_the_shipped_recipes_standardise_intensity_and_budget_in_steps():
+    from adlight.cli.config_files import load_config
+
+    simplenet, stpm = load_config(SIMPLENET), load_config(STPM)
+    backbone = simplenet["model"]["init_args"]["network"]["init_args"]["features"]["init_args"]["backbone"]
+    assert backbone["init_args"]["intensity"] == "image"
+    network = stpm["model"]["init_args"]["network"]["init_args"]
+    assert network["teacher"]["init_args"]["intensity"] == "image"
+    assert network["student"]["init_args"].get("intensity", "dataset") == "dataset"  # sees the teacher's input
+    # steps, not epochs: HAM10000's ~6,600 nevi cost a fit what bottle's 209 images do
+    for config, steps in ((simplenet, 600), (stpm, 120)):
+        trainer = config["trainer"]
+        assert (trainer["max_epochs"], trainer["max_steps"], trainer["val_check_interval"]) == (-1, steps, steps)
+        assert trainer["check_val_every_n_epoch"] is None
+    assert simplenet["model"]["init_args"]["noise_std"] == 0.5
+
+
+def test_the_examples_figure_draws_all_negative_maps(tmp_path):
+    # SimpleNet's maps (minus the discriminator) are all negative where every patch sits beyond
+    # its margin (HAM10000): the shared colour scale starts at their lowest value, not at 0
+    from adlight.callbacks.figures import examples_figure
+
+    examples = [{"image": torch.rand(3, 16, 16), "anomaly_map": -1 - torch.rand(1, 16, 16), "label": label,
+                 "score": -1.0} for label in (0, 1)]
+    figure = examples_figure(examples, None)
+    figure.savefig(tmp_path / "examples.png")
+    low, high = figure.axes[1].images[0].get_clim()
+    assert low == pytest.approx(min(float(e["anomaly_map"].min()) for e in examples)) and high < 0

@@ -282,9 +282,15 @@ def develop_configs(configs: Path) -> list[Path]:
 
 
 def _backbone_size_paths(node: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Where a resolved config sets a backbone's ``input_size`` (any depth under ``model``)."""
+    """Where a resolved config sets a backbone's ``input_size`` (any depth under ``model``):
+    under a ``backbone`` key, or in any ``adlight.nets.Backbone`` (STPM's ``teacher`` and
+    ``student``, which must have one size)."""
     found = []
     if isinstance(node, dict):
+        init_args = node.get("init_args")
+        if (str(node.get("class_path", "")).rsplit(".", 1)[-1] == "Backbone" and path[-1:] != ("backbone",)
+                and isinstance(init_args, dict) and "input_size" in init_args):
+            found.append((*path, "init_args", "input_size"))
         if path[-2:] == BACKBONE_SIZE_KEY[:2] and "input_size" in node:
             found.append((*path, "input_size"))
         for key, value in node.items():

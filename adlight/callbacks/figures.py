@@ -38,6 +38,10 @@ def examples_figure(examples: list[dict[str, Any]], pixel_threshold: float | Non
             columns.append(f"mask at tau={pixel_threshold:.3g}")
     # one colour scale for every map, so a normal image's map looks as cool as it is
     map_max = max((float(e["anomaly_map"].max()) for e in examples if "anomaly_map" in e), default=1.0)
+    # from 0, or from the lowest value where maps go below it (SimpleNet's minus-discriminator
+    # maps are all negative where every patch sits beyond its margin: a scale from 0 is empty)
+    map_min = min([0.0] + [float(e["anomaly_map"].min()) for e in examples if "anomaly_map" in e])
+    map_max = max(map_max, map_min + 1e-12)
     rows = max(len(examples), 1)
     fig, axes = plt.subplots(rows, len(columns), figsize=(2.2 * len(columns), 2.2 * rows), squeeze=False)
     for row, example in enumerate(examples):
@@ -46,7 +50,7 @@ def examples_figure(examples: list[dict[str, Any]], pixel_threshold: float | Non
             pictures.append(_as_picture(example["reconstruction"]) if "reconstruction" in example else None)
         if "anomaly map" in columns:
             amap = example.get("anomaly_map")
-            pictures.append((amap[0].numpy(), "inferno", map_max) if amap is not None else None)
+            pictures.append((amap[0].numpy(), "inferno", (map_min, map_max)) if amap is not None else None)
             if "ground truth" in columns:
                 mask = example.get("mask")
                 pictures.append((mask[0].numpy(), "gray") if mask is not None else None)
@@ -58,8 +62,8 @@ def examples_figure(examples: list[dict[str, Any]], pixel_threshold: float | Non
             ax.set_xticks([])
             ax.set_yticks([])
             if picture is not None:
-                vmax = picture[2] if len(picture) > 2 else None
-                ax.imshow(picture[0], cmap=picture[1], vmin=0 if vmax else None, vmax=vmax)
+                vmin, vmax = picture[2] if len(picture) > 2 else (None, None)
+                ax.imshow(picture[0], cmap=picture[1], vmin=vmin, vmax=vmax)
             if row == 0:
                 ax.set_title(columns[col], fontsize=9)
         kind = "anomalous" if example["label"] == 1 else "normal"

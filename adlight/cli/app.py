@@ -96,11 +96,31 @@ def _check_square_network(args: list[str]) -> None:
         size = yaml.safe_load(size)
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and size[0] != size[1]):
         return
-    if _explicit_values(args, "model.init_args.network") or _explicit_values(args, "model.network"):
+    networks = _explicit_values(args, "model.init_args.network") or _explicit_values(args, "model.network")
+    if networks and _network_has_image_size(networks[-1]):
         raise ConfigError(
             f"data.image_size={list(size)} is not square, but this model's network takes square "
             "images only (its image_size is one int, fixed by its layers): set data.image_size "
             "to one int")
+
+
+def _network_has_image_size(network: object) -> bool:
+    """Whether a config's ``model.network`` is a network built for one square ``image_size``
+    (autoencoders, DCGAN: an ``image_size`` argument); networks on a :class:`Backbone`
+    (SimpleNet's, STPM's) take any ``input_size``. A class that cannot be resolved here counts
+    as square-only: jsonargparse names it after parsing."""
+    import importlib
+    import inspect
+
+    class_path = network.get("class_path") if isinstance(network, dict) else network
+    if not isinstance(class_path, str):
+        return True
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name or "adlight.nets"), class_name)
+        return "image_size" in inspect.signature(cls).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return True
 
 
 def _explicit_values(args: list[str], target: str) -> list[object]:

@@ -46,6 +46,9 @@ class StudentTeacher(nn.Module):
         teacher: the pretrained :class:`Backbone` (frozen; its weights and input size).
         student: a :class:`Backbone` of the same architecture that learns (``weights: none``
             for STPM's randomly initialised student); its ``input_size`` must be the teacher's.
+            It sees the teacher's preprocessed input (resized, normalised and, with the
+            teacher's ``intensity="image"``, standardised per image), so its own ``intensity``
+            stays ``"dataset"``.
         layers: the stages compared (module names that give feature maps).
         combine: ``product`` (STPM) or ``sum`` of the per-stage maps at image resolution.
         smoothing_sigma: Gaussian blur of the combined map, in image pixels (0: none).
@@ -64,6 +67,12 @@ class StudentTeacher(nn.Module):
             raise ConfigError(
                 f"the student ({student.name} at {student.input_size} px) must have the teacher's "
                 f"architecture and input_size ({teacher.name} at {teacher.input_size} px)")
+        if student.intensity != "dataset":
+            # feature_pairs feeds the student the teacher's preprocessed input: the student's
+            # own standardisation would never run, and its reference would cost a pass for nothing
+            raise ConfigError(
+                f"student intensity={student.intensity!r}: the student sees the teacher's input; set "
+                "intensity on the teacher only (teacher.init_args.intensity)")
         self.layers = teacher.check_layers(layers)
         vector_taps = [name for name in self.layers if name in HEAD_TAPS]
         if vector_taps:
