@@ -39,17 +39,20 @@ def training_normals_loader(trainer: L.Trainer) -> DataLoader:
 @torch.no_grad()
 def training_intensity_reference(trainer: L.Trainer, backbone) -> tuple[float, float]:
     """The training normals' average per-image (mean, std) as ``backbone`` sees them
-    (``Backbone.intensity_moments``), over all processes."""
-    totals = torch.zeros(3, dtype=torch.float64, device=trainer.strategy.root_device)
+    (``Backbone.intensity_moments``), over all processes, each image once: the
+    DistributedSampler's padding repeat is dropped, so a DDP fit gets the one-process reference."""
+    moments, indices = [], []
     for batch in training_normals_loader(trainer):
-        moments = backbone.intensity_moments(trainer.strategy.batch_to_device(batch)["image"])
-        totals[:2] += moments.sum(dim=0).double()
-        totals[2] += len(moments)
-    if trainer.world_size > 1:
-        totals = trainer.strategy.reduce(totals, reduce_op="sum")
-    if totals[2] == 0:
+        moments.append(backbone.intensity_moments(trainer.strategy.batch_to_device(batch)["image"]))
+        indices.append(trainer.strategy.batch_to_device(batch)["index"])
+    if not moments:
         raise ConfigError("intensity='image' needs training images to set its reference: the train split is empty")
-    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+    moments, indices = torch.cat(moments), torch.cat(indices)
+    if trainer.world_size > 1:
+        moments = trainer.strategy.all_gather(moments).flatten(0, 1)
+        indices = trainer.strategy.all_gather(indices).flatten(0, 1)
+    average = moments[drop_repeated_indices(indices)].double().mean(dim=0)
+    return float(average[0]), float(average[1])
 
 
 @torch.no_grad()
