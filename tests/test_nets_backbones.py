@@ -126,6 +126,10 @@ def test_pooling_keeps_a_grid_or_averages():
     grid = pool_feature_map(maps, 2)
     assert grid.shape == (2, 12)
     assert grid[0, 0] == maps[0, 0, :2, :2].mean()
+    moments = pool_feature_map(maps, "avg_std")  # each channel's mean, then each one's std
+    assert moments.shape == (2, 6)
+    assert torch.allclose(moments[:, 3:], maps.flatten(2).std(dim=2))
+    assert torch.allclose(moments[:, :3], maps.mean(dim=(2, 3)))
     with pytest.raises(ConfigError, match="pool must be"):
         pool_feature_map(maps, "median")
 

@@ -6,6 +6,7 @@ from adlight.models.classifier import SupervisedClassifier
 from adlight.models.feature_discriminator import FeatureDiscriminatorModel
 from adlight.models.fitted_head import FittedHeadMixin, FrozenFeaturesModule
 from adlight.models.gan import GANModel
+from adlight.models.nearest_neighbour import NearestNeighbourModel
 from adlight.models.ocsvm import OneClassSVMModel
 from adlight.models.patch import PadimModel, PatchCoreModel
 from adlight.models.student_teacher import StudentTeacherModel
@@ -17,6 +18,7 @@ __all__ = [
     "FittedHeadMixin",
     "FrozenFeaturesModule",
     "GANModel",
+    "NearestNeighbourModel",
     "OneClassSVMModel",
     "PadimModel",
     "PatchCoreModel",

@@ -484,7 +484,8 @@ def standardise_intensity(images: Tensor, mean: Tensor | float, std: Tensor | fl
 
 
 def pool_feature_map(features: Tensor, pool: str | int) -> Tensor:
-    """N x C x h x w -> N x D: ``"avg"`` (global average), ``"max"`` or an int g (average
+    """N x C x h x w -> N x D: ``"avg"`` (global average), ``"max"``, ``"avg_std"`` (each
+    channel's mean and standard deviation over the map, 2C values) or an int g (average
     pooled to a g x g grid, flattened, so the spatial layout survives). 2-d inputs pass."""
     if features.ndim == 2:
         return features
@@ -494,6 +495,8 @@ def pool_feature_map(features: Tensor, pool: str | int) -> Tensor:
         return features.mean(dim=(-2, -1))
     if pool == "max":
         return features.amax(dim=(-2, -1))
+    if pool == "avg_std":  # first and second moments: texture as well as colour (HAM10000)
+        return torch.cat([features.mean(dim=(-2, -1)), features.std(dim=(-2, -1))], dim=1)
     if is_int(pool) and pool >= 1:
         return F.adaptive_avg_pool2d(features, pool).flatten(1)
-    raise ConfigError(f"pool must be 'avg', 'max' or an int grid size >= 1, got {pool!r}")
+    raise ConfigError(f"pool must be 'avg', 'max', 'avg_std' or an int grid size >= 1, got {pool!r}")

@@ -31,7 +31,8 @@ class TransferFeatures(nn.Module):
         backbone: the :class:`Backbone` (its weights, input size and normalisation).
         layers: layer names (``blocks.4``, ``pre_logits``, ``logits``...); several are
             concatenated after each is pooled and rescaled to unit length.
-        pool: ``"avg"`` / ``"max"`` (global) or an int g: average-pool feature maps to a
+        pool: ``"avg"`` / ``"max"`` (global), ``"avg_std"`` (each channel's global mean and
+            standard deviation) or an int g: average-pool feature maps to a
             g x g grid and flatten, which keeps the spatial layout (the paper's P5 keeps
             its 6 x 6). Ignored for vector taps (``pre_logits``, ``logits``).
         unit_length: rescale each image's vector to unit L2 norm (Andrews et al.).

@@ -1,0 +1,121 @@
+"""DN2 (Bergman, Cohen & Hoshen, 2020): k-nearest-neighbour distance on transferred features.
+
+The representation is frozen (``adlight.nets.TransferFeatures``: pooled, unit-length layers
+of an ImageNet backbone, as in Andrews et al.); the head is the features of every training
+normal, and an image's score is its mean cosine distance to the k nearest of them. Nothing is
+fitted but the bank, so one epoch extracts it. On HAM10000 (nevi normal) this head beats the
+linear one-class SVM on the same features by about 0.1 AUROC (docs/results.md, "HAM10000: the
+best family"): the nevi are many modes (colours, sizes, dermoscopes), which one hyperplane
+does not describe.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from adlight.checks import is_int
+from adlight.errors import ConfigError
+from adlight.models.base import ThresholdArg
+from adlight.models.fitted_head import FrozenFeaturesModule
+from adlight.nets.feature_cache import FeatureCache
+from adlight.nets.scorers.nearest_neighbour import NearestNeighbourScorer
+
+
+class NearestNeighbourModel(FrozenFeaturesModule):
+    """Args:
+        representation: module from [0, 1] images to N x D unit-length features (frozen).
+        k: neighbours whose cosine distances are averaged (1: the nearest only).
+        feature_cache: a folder for cached features (``None``: no cache); a re-run with the
+            same representation and images skips extraction.
+    """
+
+    def __init__(
+        self,
+        representation: nn.Module,
+        k: int = 1,
+        feature_cache: str | None = None,
+        image_threshold: ThresholdArg = "val_f1",
+        num_examples: int = 4,
+    ) -> None:
+        super().__init__(image_threshold, None, num_examples)
+        self.save_hyperparameters(ignore=["representation"])
+        if not is_int(k) or k < 1:
+            raise ConfigError(f"k must be an int >= 1, got {k!r}")
+        self.representation = representation.requires_grad_(False)
+        self.k = int(k)
+        self.feature_cache_dir = feature_cache
+        self._cache: FeatureCache | None = None
+        self.register_head(bank=torch.empty(0, 0))
+
+    @property
+    def extractor(self) -> nn.Module:
+        return self.representation
+
+    @property
+    def cache(self) -> FeatureCache | None:
+        if self.feature_cache_dir is None:
+            return None
+        if self._cache is None:
+            key = getattr(self.representation, "cache_key", None)
+            if key is None:
+                raise ConfigError(
+                    f"feature_cache needs a representation with cache_key(); "
+                    f"{type(self.representation).__name__} has none"
+                )
+            self._cache = FeatureCache(self.feature_cache_dir, key(), rank=self.global_rank)
+        return self._cache
+
+    @torch.no_grad()
+    def features(self, images: Tensor) -> Tensor:
+        if self.cache is None:
+            return self.representation(images).float()
+        return self.cache.features(images, lambda x: self.representation(x).float())
+
+    def _save_cache(self) -> None:
+        if self._cache is not None:
+            self._cache.save()
+
+    def on_train_end(self) -> None:
+        super().on_train_end()  # may fit the head: its features go into the cache too
+        self._save_cache()
+
+    def on_validation_end(self) -> None:
+        self._save_cache()
+
+    def on_test_end(self) -> None:
+        self._save_cache()
+
+    def on_predict_end(self) -> None:
+        self._save_cache()
+
+    # ----- the head ---------------------------------------------------------------------
+    def head_features(self, batch: dict) -> Tensor:
+        return self.features(batch["image"])
+
+    def compute_head(self, features: Tensor) -> dict[str, Tensor]:
+        if features.shape[0] < self.k:
+            raise ConfigError(f"k={self.k} nearest neighbours need at least {self.k} training "
+                              f"normals, got {features.shape[0]}")
+        self._save_cache()
+        return {"bank": features.float().flatten(1).contiguous()}
+
+    # ----- scoring: adlight.nets.scorers.nearest_neighbour ---------------------------------
+    described_networks = ("representation",)
+
+    @classmethod
+    def examples(cls, image_size: int = 32) -> list[NearestNeighbourModel]:
+        from adlight.nets import RawPixels
+
+        return [cls(RawPixels(), k=2)]
+
+    def build_scorer(self) -> NearestNeighbourScorer:
+        return NearestNeighbourScorer(self.representation, self.bank, self.k)
+
+    def anomaly_outputs(self, batch: dict) -> dict[str, Tensor]:
+        # the scorer's head on the (maybe cached) features: the same numbers as its forward
+        features = self.features(batch["image"])
+        if self.head_missing_in_sanity_check():
+            return {"score": torch.zeros(features.shape[0], device=features.device)}
+        self.require_fitted_head()
+        return {"score": self.scoring_module().distances(features)}
