@@ -17,12 +17,11 @@ from torch import Tensor, nn
 from adlight.checks import is_int
 from adlight.errors import ConfigError
 from adlight.models.base import ThresholdArg
-from adlight.models.fitted_head import FrozenFeaturesModule
-from adlight.nets.feature_cache import FeatureCache
+from adlight.models.cached_representation import CachedRepresentationModule
 from adlight.nets.scorers.nearest_neighbour import NearestNeighbourScorer
 
 
-class NearestNeighbourModel(FrozenFeaturesModule):
+class NearestNeighbourModel(CachedRepresentationModule):
     """Args:
         representation: module from [0, 1] images to N x D unit-length features (frozen).
         k: neighbours whose cosine distances are averaged (1: the nearest only).
@@ -38,60 +37,12 @@ class NearestNeighbourModel(FrozenFeaturesModule):
         image_threshold: ThresholdArg = "val_f1",
         num_examples: int = 4,
     ) -> None:
-        super().__init__(image_threshold, None, num_examples)
+        super().__init__(representation, feature_cache, image_threshold, num_examples)
         self.save_hyperparameters(ignore=["representation"])
         if not is_int(k) or k < 1:
             raise ConfigError(f"k must be an int >= 1, got {k!r}")
-        self.representation = representation.requires_grad_(False)
         self.k = int(k)
-        self.feature_cache_dir = feature_cache
-        self._cache: FeatureCache | None = None
         self.register_head(bank=torch.empty(0, 0))
-
-    @property
-    def extractor(self) -> nn.Module:
-        return self.representation
-
-    @property
-    def cache(self) -> FeatureCache | None:
-        if self.feature_cache_dir is None:
-            return None
-        if self._cache is None:
-            key = getattr(self.representation, "cache_key", None)
-            if key is None:
-                raise ConfigError(
-                    f"feature_cache needs a representation with cache_key(); "
-                    f"{type(self.representation).__name__} has none"
-                )
-            self._cache = FeatureCache(self.feature_cache_dir, key(), rank=self.global_rank)
-        return self._cache
-
-    @torch.no_grad()
-    def features(self, images: Tensor) -> Tensor:
-        if self.cache is None:
-            return self.representation(images).float()
-        return self.cache.features(images, lambda x: self.representation(x).float())
-
-    def _save_cache(self) -> None:
-        if self._cache is not None:
-            self._cache.save()
-
-    def on_train_end(self) -> None:
-        super().on_train_end()  # may fit the head: its features go into the cache too
-        self._save_cache()
-
-    def on_validation_end(self) -> None:
-        self._save_cache()
-
-    def on_test_end(self) -> None:
-        self._save_cache()
-
-    def on_predict_end(self) -> None:
-        self._save_cache()
-
-    # ----- the head ---------------------------------------------------------------------
-    def head_features(self, batch: dict) -> Tensor:
-        return self.features(batch["image"])
 
     def compute_head(self, features: Tensor) -> dict[str, Tensor]:
         if features.shape[0] < self.k:
@@ -101,8 +52,6 @@ class NearestNeighbourModel(FrozenFeaturesModule):
         return {"bank": features.float().flatten(1).contiguous()}
 
     # ----- scoring: adlight.nets.scorers.nearest_neighbour ---------------------------------
-    described_networks = ("representation",)
-
     @classmethod
     def examples(cls, image_size: int = 32) -> list[NearestNeighbourModel]:
         from adlight.nets import RawPixels

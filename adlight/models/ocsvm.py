@@ -23,8 +23,7 @@ from torch import Tensor, nn
 from adlight.checks import is_int, is_number
 from adlight.errors import ConfigError
 from adlight.models.base import ThresholdArg
-from adlight.models.fitted_head import FrozenFeaturesModule
-from adlight.nets.feature_cache import FeatureCache
+from adlight.models.cached_representation import CachedRepresentationModule
 from adlight.nets.scorers.one_class_svm import LinearOneClassSVMScorer
 
 #: the paper's sweep: 21 evenly spaced values in [0.01, 0.99]
@@ -47,7 +46,7 @@ def fit_linear_ocsvms(features: Tensor, nus: Sequence[float], tol: float = 1e-3)
     return torch.from_numpy(np.stack(weights)), torch.tensor(offsets, dtype=torch.float64)
 
 
-class OneClassSVMModel(FrozenFeaturesModule):
+class OneClassSVMModel(CachedRepresentationModule):
     """Args:
         representation: module from [0, 1] images to N x D features (frozen).
         nu: the nu whose SVM gives ``score`` (thresholds, F1, predictions).
@@ -68,68 +67,20 @@ class OneClassSVMModel(FrozenFeaturesModule):
         image_threshold: ThresholdArg = "val_f1",
         num_examples: int = 4,
     ) -> None:
-        super().__init__(image_threshold, None, num_examples)
+        super().__init__(representation, feature_cache, image_threshold, num_examples)
         self.save_hyperparameters(ignore=["representation"])
         if not is_number(nu) or not 0.0 < nu <= 1.0:
             raise ConfigError(f"nu must be a number in (0, 1], got {nu!r}")
         if not is_int(nu_sweep) or nu_sweep < 0 or nu_sweep == 1:
             raise ConfigError(f"nu_sweep must be 0 or an int >= 2, got {nu_sweep!r}")
-        self.representation = representation.requires_grad_(False)
         self.sweep_nus = tuple(float(v) for v in np.linspace(0.01, 0.99, nu_sweep).round(4)) if nu_sweep else ()
         self.nus = sorted(set(self.sweep_nus) | {float(nu)})
         self.nu = float(nu)
         self.tol = tol
-        self.feature_cache_dir = feature_cache
-        self._cache: FeatureCache | None = None
         # K x D primal weights, K offsets, and the K nu they were fitted for (float64)
         self.register_head(svm_weights=torch.empty(0, 0, dtype=torch.float64),
                            svm_offsets=torch.empty(0, dtype=torch.float64),
                            svm_nus=torch.empty(0, dtype=torch.float64))
-
-    @property
-    def extractor(self) -> nn.Module:
-        return self.representation
-
-    @property
-    def cache(self) -> FeatureCache | None:
-        if self.feature_cache_dir is None:
-            return None
-        if self._cache is None:
-            key = getattr(self.representation, "cache_key", None)
-            if key is None:
-                raise ConfigError(
-                    f"feature_cache needs a representation with cache_key(); "
-                    f"{type(self.representation).__name__} has none"
-                )
-            self._cache = FeatureCache(self.feature_cache_dir, key(), rank=self.global_rank)
-        return self._cache
-
-    @torch.no_grad()
-    def features(self, images: Tensor) -> Tensor:
-        if self.cache is None:
-            return self.representation(images).float()
-        return self.cache.features(images, lambda x: self.representation(x).float())
-
-    def _save_cache(self) -> None:
-        if self._cache is not None:
-            self._cache.save()
-
-    def on_train_end(self) -> None:
-        super().on_train_end()  # may fit the head: its features go into the cache too
-        self._save_cache()
-
-    def on_validation_end(self) -> None:
-        self._save_cache()
-
-    def on_test_end(self) -> None:
-        self._save_cache()
-
-    def on_predict_end(self) -> None:
-        self._save_cache()
-
-    # ----- the head ---------------------------------------------------------------------
-    def head_features(self, batch: dict) -> Tensor:
-        return self.features(batch["image"])
 
     def compute_head(self, features: Tensor) -> dict[str, Tensor]:
         if features.shape[0] < 2:
@@ -148,8 +99,6 @@ class OneClassSVMModel(FrozenFeaturesModule):
             )
 
     # ----- scoring: adlight.nets.scorers.one_class_svm -------------------------------------
-    described_networks = ("representation",)
-
     @classmethod
     def examples(cls, image_size: int = 32) -> list[OneClassSVMModel]:
         from adlight.nets import RawPixels
