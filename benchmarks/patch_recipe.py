@@ -53,6 +53,8 @@ CATEGORIES = {
     "screw": ("mvtec_ad_image_level/screw", 1, (256, 256)),
     "kolektor": ("kolektor_sdd/commutator", 1, (320, 128)),
     "bottle512": ("mvtec_ad_512/bottle", 3, (512, 512)),
+    # KolektorSDD at its full stored size (the development column is half of it)
+    "kolektor640": ("kolektor_sdd/commutator", 1, (640, 256)),
 }
 
 
@@ -106,6 +108,15 @@ VARIANTS = {
     "img_n5": Variant(neighbourhood=5, intensity="image"),
     "img_k3": Variant(intensity="image", extra={"num_neighbours": 3}),
     "img_f25": Variant(intensity="image", coreset_fraction=0.25),
+    "img_f50": Variant(intensity="image", coreset_fraction=0.5),
+    "img_f100": Variant(intensity="image", coreset_fraction=1.0),
+    "img_320_f25": Variant(size=320, intensity="image", coreset_fraction=0.25),
+    "img_384_f25": Variant(size=384, intensity="image", coreset_fraction=0.25),
+    "img_lite1_f25": Variant(backbone="efficientnet_lite1", intensity="image", coreset_fraction=0.25),
+    "img_b23_f25": Variant(layers=("blocks.2", "blocks.3"), intensity="image", coreset_fraction=0.25),
+    "img_padim": Variant(head="padim", intensity="image"),
+    "img_padim_lite2": Variant(backbone="efficientnet_lite2", head="padim", intensity="image"),
+    "img_padim_320": Variant(head="padim", size=320, intensity="image"),
 }
 
 
