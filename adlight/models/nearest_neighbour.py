@@ -48,7 +48,6 @@ class NearestNeighbourModel(CachedRepresentationModule):
         if features.shape[0] < self.k:
             raise ConfigError(f"k={self.k} nearest neighbours need at least {self.k} training "
                               f"normals, got {features.shape[0]}")
-        self._save_cache()
         return {"bank": features.float().flatten(1).contiguous()}
 
     # ----- scoring: adlight.nets.scorers.nearest_neighbour ---------------------------------
