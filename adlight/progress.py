@@ -76,7 +76,12 @@ def run_line(record: dict[str, Any] | None) -> str:
 
 class TableProgress:
     """The ETA of a list of runs done one after another: the runs still to go at the mean wall
-    time of the runs finished in this process, plus what the current run's progress says."""
+    time of the runs finished in this process, plus what the current run's progress says.
+
+    Before any run has finished in this process (the first run, or a table resumed after the
+    process was killed) a waiting run is counted as long as the current one will take in all:
+    its ``max_epochs`` at its ``seconds_per_epoch``. That is exact for a table of one recipe
+    over seeds or classes, and a rough guess for a table of different configs."""
 
     def __init__(self, total: int, clock=time.monotonic) -> None:
         self.total = total
@@ -103,9 +108,10 @@ class TableProgress:
             if current_left is None and self.durations:
                 elapsed = self.clock() - self._started
                 current_left = max(self._mean() - elapsed, 0.0)
-        if waiting > 0 and not self.durations:
+        per_run = self._mean() if self.durations else _projected_run(current)
+        if waiting > 0 and per_run is None:
             return None
-        rest = waiting * self._mean() if waiting > 0 else 0.0
+        rest = waiting * per_run if waiting > 0 else 0.0
         if self._started is not None and current_left is None:
             return None
         return rest + (current_left or 0.0)
@@ -118,3 +124,12 @@ class TableProgress:
         position = min(self.finished + 1, self.total)
         return (f"[{position}/{self.total}] {name}: {run_line(current)}; "
                 f"table: about {format_duration(self.eta(current))} left")
+
+
+def _projected_run(record: dict[str, Any] | None) -> float | None:
+    """A whole run's seconds by its progress record: ``max_epochs`` at ``seconds_per_epoch``."""
+    record = record or {}
+    epochs, rate = record.get("max_epochs"), record.get("seconds_per_epoch")
+    if not epochs or epochs < 0 or rate is None:
+        return None
+    return epochs * rate

@@ -70,6 +70,19 @@ def test_the_table_eta_counts_waiting_runs_and_the_current_runs_own_eta():
         "[3/4] cae/seed=0: epoch 3/4, about 20 s left; table: about 2 min left")
 
 
+def test_before_any_run_finished_the_table_eta_counts_waiting_runs_at_the_current_runs_length():
+    """A table resumed in a new process (or its first run) has no finished run to average: the
+    waiting runs are counted at the current run's max_epochs x seconds_per_epoch."""
+    table = TableProgress(total=4)
+    table.finish(timed=False)  # reused
+    table.start()  # the resumed run: epoch 10 of 70 at 30 s, 1800 s left; two runs waiting
+    record = {"epoch": 10, "max_epochs": 70, "seconds_per_epoch": 30.0, "eta_s": 1800.0}
+    assert table.eta(record) == pytest.approx(1800.0 + 2 * 70 * 30.0)
+    assert table.line("vae", record).endswith("table: about 1 h 40 min left")
+    assert table.eta({"epoch": 1, "eta_s": 5.0}) is None  # no max_epochs: no length to count
+    assert table.eta(None) is None
+
+
 def test_progress_files_are_read_newest_first(tmp_path):
     assert latest_progress(tmp_path / "missing") is None
     write_progress(tmp_path / "version_0", {"epoch": 1})
