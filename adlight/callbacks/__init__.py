@@ -2,6 +2,7 @@
 grids, the Frechet distance and the generator's export."""
 
 from adlight.callbacks.frechet import FrechetDistance
+from adlight.callbacks.freed_memory import KeepFreedMemory
 from adlight.callbacks.gan_samples import SampleGrid
 from adlight.callbacks.generator_export import ExportGenerator
 from adlight.callbacks.memory_format import ChannelsLast
@@ -15,6 +16,7 @@ __all__ = [
     "ChannelsLast",
     "ExportGenerator",
     "FrechetDistance",
+    "KeepFreedMemory",
     "LastCheckpoint",
     "PredictionWriter",
     "RandomStateCheckpoint",
