@@ -139,7 +139,7 @@ class Sweep:
                     if nodes * gpus > 1:
                         args.append("--trainer.strategy=ddp")
                 args.append(f"--trainer.default_root_dir={root}")
-                args += [f"--{k}={_text(v)}" for k, v in {**self.set, **point}.items()]
+                args += [a for k, v in {**self.set, **point}.items() for a in _override_args(k, v)]
                 runs.append(SweepRun(name, config, point, args, root))
         names = [r.name for r in runs]
         if len(set(names)) != len(names):
@@ -148,6 +148,21 @@ class Sweep:
                 f"got {self.configs}"
             )
         return runs
+
+
+class Appends(list):
+    """The values of one ``KEY+=VALUE`` override given more than once (``--set
+    trainer.callbacks+=A --set trainer.callbacks+=B``): each becomes its own ``--KEY+=VALUE``,
+    so the run appends them all instead of keeping the last."""
+
+    def __str__(self) -> str:
+        return ", ".join(str(v) for v in self)
+
+
+def _override_args(key: str, value: Any) -> list[str]:
+    """``--key=value`` as the CLI takes it; one per value of :class:`Appends`."""
+    values = value if isinstance(value, Appends) else [value]
+    return [f"--{key}={_text(v)}" for v in values]
 
 
 def _text(value: Any) -> str:
@@ -479,6 +494,10 @@ def _parse_pairs(items: list[str], flag: str, split_values: bool) -> dict[str, A
                 # an empty value would run with null (an unseeded run for seed_everything)
                 raise ConfigError(f"{flag} {item!r}: {key} has an empty value; give {key}=V1,V2,...")
             out[key] = [yaml.safe_load(v) for v in value.split(",")]
+        elif key.endswith("+") and key in out:  # an append given again: keep every value
+            earlier = out[key]
+            out[key] = Appends([*(earlier if isinstance(earlier, Appends) else [earlier]),
+                                yaml.safe_load(value)])
         else:
             out[key] = yaml.safe_load(value)
     return out

@@ -81,6 +81,25 @@ def test_a_sweep_file_and_the_command_line_combine(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
+def test_an_append_override_given_twice_appends_both(tmp_path, capsys):
+    """``--set trainer.callbacks+=A --set trainer.callbacks+=B`` kept only B before."""
+    sweep, _ = parse_args(["--config", L2, "--set", "trainer.callbacks+=adlight.callbacks.ChannelsLast",
+                           "--set", "trainer.callbacks+=adlight.callbacks.KeepFreedMemory",
+                           "--set", "trainer.max_epochs=3", "--set", "trainer.max_epochs=4",
+                           "--output", str(tmp_path)])
+    (run,) = sweep.runs(on_slurm=False)
+    assert [a for a in run.args if a.startswith("--trainer.callbacks")] == [
+        "--trainer.callbacks+=adlight.callbacks.ChannelsLast",
+        "--trainer.callbacks+=adlight.callbacks.KeepFreedMemory"]
+    assert [a for a in run.args if a.startswith("--trainer.max_epochs")] == ["--trainer.max_epochs=4"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        adlight_run([*run.args, "--print_config"])  # the CLI takes both
+    printed = yaml.safe_load(capsys.readouterr().out)
+    paths = [c["class_path"] if isinstance(c, dict) else c for c in printed["trainer"]["callbacks"]]
+    assert "adlight.callbacks.ChannelsLast" in paths and "adlight.callbacks.KeepFreedMemory" in paths
+
+
 @pytest.mark.parametrize("spec, match", [
     ({"configs": []}, "at least one config"),
     ({"configs": ["nowhere.yaml"]}, "nowhere.yaml"),
