@@ -50,10 +50,10 @@ def test_kept_memory_stops_the_page_faults_of_every_step():
     applied, kept = _faults("keep", env)
     _, default = _faults("default", env)
     assert applied == "True"
-    # measured: about 24,000 faults per step by default (glibc trims the freed activations
-    # and maps them again), 1 with the memory kept
+    # measured: 24,000-27,000 faults per step by default (glibc trims the freed activations
+    # and maps them again); with the memory kept 1 alone, 1,430 beside another test process
     assert default > 5_000
-    assert kept < default / 50
+    assert kept < default / 10
 
 
 @glibc
