@@ -83,6 +83,34 @@ def test_before_any_run_finished_the_table_eta_counts_waiting_runs_at_the_curren
     assert table.eta(None) is None
 
 
+def test_a_paused_stretch_does_not_stretch_the_run_eta(tmp_path, monkeypatch, capsys):
+    """Epochs of 10 s with one of 270 s (the run stopped while a test suite ran): the rate is
+    the median epoch, 10 s, not the mean, 62 s."""
+    from adlight.callbacks import RunProgress
+    from adlight.callbacks import progress as progress_module
+
+    now = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: now[0])
+
+    class Trainer:
+        current_epoch = 0
+        max_epochs = 10
+        sanity_checking = False
+        is_global_zero = True
+        log_dir = str(tmp_path)
+
+    callback = RunProgress()
+    callback.on_train_start(Trainer, None)
+    for epoch, end in enumerate([10.0, 20.0, 30.0, 300.0, 310.0]):
+        Trainer.current_epoch = epoch
+        now[0] = end
+        callback.on_train_epoch_end(Trainer, None)
+    record = latest_progress(tmp_path)
+    assert record["epoch"] == 5 and record["elapsed_s"] == 310.0
+    assert record["seconds_per_epoch"] == 10.0 and record["eta_s"] == 50.0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "epoch 5/10, 10 s per epoch, about 50 s left"
+
+
 def test_progress_files_are_read_newest_first(tmp_path):
     assert latest_progress(tmp_path / "missing") is None
     write_progress(tmp_path / "version_0", {"epoch": 1})
