@@ -207,9 +207,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps timed")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each variant (median)")
     parser.add_argument("--only", nargs="*", default=None, help="configs to run (as in the table)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    L.seed_everything(0, verbose=False)
+    args = parser.parse_args()  # threads and seed are set in each measurement's own process
     # the header first and each config's rows as they come: a long run stopped early keeps them
     print(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
           f"torch {torch.__version__}, {args.threads} thread(s), {args.warmup} warm-up + "

@@ -6,8 +6,9 @@ glibc's ``malloc`` serves blocks over its mmap threshold (128 KiB, raised on the
 back to the kernel once more than its trim threshold is free there. A training step frees its
 activations at the end and allocates the same sizes again in the next one, so every step pays
 a page fault and the kernel's zeroing for each 4 KiB of them. On the HAM10000 autoencoder
-(batch 64, bf16, one thread) that was 14,000-21,000 faults per step; with the thresholds below
-300-600, and the step 5-8% faster (``docs/performance.md``). The process keeps its peak
+(batch 64, bf16, 2 threads) that was 11,000 faults per step; with the thresholds below 149,
+and the step 7% faster (3% in float32; ``benchmarks/step_page_faults.py``,
+``docs/performance.md``). The process keeps its peak
 memory instead of giving it back between steps: the peak is reached every step anyway.
 """
 
