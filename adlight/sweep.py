@@ -59,6 +59,7 @@ from typing import Any
 import yaml
 
 from adlight.errors import ConfigError
+from adlight.local_job_stop import stop_local_job, terminate_raises
 from adlight.progress import TableProgress, format_duration, latest_progress
 
 # one ``adlight`` command (its argument list) run in this process: adlight.cli.run
@@ -415,11 +416,18 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, dry_run: bool = False,
         rows += [_row(run, job.result, job) for run, job in zip(runs, jobs, strict=True)]
     else:
         executor = _executor(sweep, cluster)
-        for run in runs:  # one after another: submit the next when the last is done
-            table.start()
-            job = executor.submit(SweepJob(runner), run.args, str(run.root))
-            rows.append(_row(run, lambda job=job, run=run: _wait_with_progress(job, run, table), job))
-            _row_done(table, rows, order, on_row)
+        job, run = None, None
+        try:
+            with terminate_raises():
+                for run in runs:  # one after another: submit the next when the last is done
+                    table.start()
+                    job = executor.submit(SweepJob(runner), run.args, str(run.root))
+                    rows.append(_row(run, lambda job=job, run=run: _wait_with_progress(job, run, table),
+                                     job))
+                    _row_done(table, rows, order, on_row)
+        finally:  # killed or interrupted: the run in its own process stops too
+            if job is not None:
+                stop_local_job(job, run.name)
     rows.sort(key=lambda row: order[row["run"]])
     write_summary(Path(sweep.output) / "sweep.csv", rows)
     return rows

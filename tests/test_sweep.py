@@ -1,7 +1,9 @@
 """``adlight sweep``: the grid, SLURM device arguments, and the local and in-process paths."""
 
 import ast
+import contextlib
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +166,55 @@ def test_run_sweep_without_a_runner_only_plans(tmp_path):
     assert run_sweep(sweep, dry_run=True)[0]["status"] == "planned"
     with pytest.raises(ConfigError, match="runner"):
         run_sweep(sweep)
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Process ids whose command line mentions ``text`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads processes from /proc")
+def test_killing_a_local_sweep_stops_the_run_it_started(mvtec_root, tmp_path):
+    """``kill`` of the sweep alone (not its process group) used to leave the fit training in
+    submitit's process, writing into the run folder that a resumed sweep would use too."""
+    import signal
+    import time
+
+    from adlight.progress import latest_progress
+
+    output = tmp_path / "sweep"
+    overrides = {**tiny_set(mvtec_root), "trainer.max_epochs": 10_000}
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "adlight", "sweep", "--config", L2, "--cluster", "local",
+         "--output", str(output), *[a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]],
+        cwd=tmp_path, stdout=(tmp_path / "sweep.log").open("w"), stderr=subprocess.STDOUT)
+    run_root = output / "mvtec_ae_l2"
+    try:
+        deadline = time.monotonic() + 240
+        while (latest_progress(run_root) or {}).get("epoch", 0) < 2:  # the fit is training
+            assert sweep.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "sweep.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert _processes_naming(str(output / "submitit"))  # submitit's controller and the fit
+        sweep.send_signal(signal.SIGTERM)
+        assert sweep.wait(timeout=90) != 0
+        assert "stopping its run" in (tmp_path / "sweep.log").read_text()
+        deadline = time.monotonic() + 30
+        while _processes_naming(str(output / "submitit")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _processes_naming(str(output / "submitit")) == []
+        stopped_at = latest_progress(run_root)["epoch"]
+        time.sleep(3)  # nothing trains on in that folder
+        assert latest_progress(run_root)["epoch"] == stopped_at < 10_000
+    finally:
+        for pid in [sweep.pid, *_processes_naming(str(output / "submitit"))]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
