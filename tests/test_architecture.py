@@ -68,6 +68,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "progress": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli", "sweep",
                  "tracking", "strategies", "results", "report_page", "export", "inference", "losses",
                  "checks", "image_files", "benchmark"),
+    # stopping submitit's local job when a sweep is killed: signals and the job's id only
+    "local_job_stop": ("nets", "data", "models", "callbacks", "metrics", "epoch_outputs", "cli",
+                       "sweep", "tracking", "strategies", "results", "report_page", "export",
+                       "inference", "losses", "checks", "image_files", "benchmark", "progress"),
     "prediction_files": ("nets", "data", "models", "callbacks", "metrics", "cli", "sweep",
                          "tracking", "strategies", "report_page", "export", "inference",
                          "losses"),

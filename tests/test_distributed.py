@@ -308,9 +308,10 @@ def test_ddp_on_two_processes_gives_the_one_process_numbers(family, trees, tmp_p
         # the same sums in another order: AUROCs and counts to 1e-6; a KDE-combined threshold
         # is a z-score in the hundreds, where float rounding shows in the fifth digit
         assert_same_metrics(ddp, one, threshold_rtol=1e-4)
-    # the DDP weights, tested in one process
+    # the DDP weights the fit tested (a config's monitored best checkpoint, else the last
+    # epoch's), tested in one process
     main(["test", *cli_args(family, trees, tmp_path / "one_test", ddp=False),
-          f"--ckpt_path={last_checkpoint(ddp_dir)}"])
+          f"--ckpt_path={ddp['checkpoint'] or last_checkpoint(ddp_dir)}"])
     tested = report_of(run_dir_of(tmp_path / "one_test"))
     # the validation split's figures are reported by a run whose validation ran (the fit), not
     # by a test of a checkpoint

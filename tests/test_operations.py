@@ -82,8 +82,37 @@ def test_a_fit_killed_mid_epoch_resumes_from_last_to_the_uninterrupted_metrics(m
     resumed_dir = tmp_path / "killed" / "lightning_logs" / "version_1"
     assert report_of(resumed_dir) == report_of(whole_dir)
     assert snapshot(killed_dir) == before  # the killed run's files are untouched
-    assert json.loads((resumed_dir / "metrics.json").read_text())["checkpoint"] is None
+    # both tested the config's best checkpoint (epoch 1): the resumed fit kept ranking its
+    # copy of the killed run's best-epoch=1.ckpt, as the uninterrupted fit ranked the original
+    assert Path(json.loads((whole_dir / "metrics.json").read_text())["checkpoint"]).name == "best-epoch=1.ckpt"
+    assert (json.loads((resumed_dir / "metrics.json").read_text())["checkpoint"]
+            == str(resumed_dir / "checkpoints" / "best-epoch=1.ckpt"))
     assert find_last_checkpoint(tmp_path / "killed") == resumed_dir / "checkpoints" / "last.ckpt"
+
+
+def test_the_test_after_fit_scores_the_monitored_best_checkpoint(mvtec_root, tmp_path):
+    """A config that keeps "the best checkpoint by validation loss" is tested on it; before,
+    the test after fit scored the last epoch's weights whatever the config kept."""
+    first_epoch = ('--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", '
+                   '"init_args": {"monitor": "epoch", "mode": "min", "save_top_k": 1, '
+                   '"filename": "best-{epoch}"}}')  # the best is epoch 0, never the last
+    args = [*tiny(mvtec_root, tmp_path / "fit", epochs=3), "--trainer.check_val_every_n_epoch=1",
+            first_epoch]
+    main(["fit", *args])
+    run_dir = tmp_path / "fit" / "lightning_logs" / "version_0"
+    tested = json.loads((run_dir / "metrics.json").read_text())
+    best = run_dir / "checkpoints" / "best-epoch=0.ckpt"
+    assert Path(tested["checkpoint"]) == best
+    # the same numbers as testing that file on its own, and not those of the last epoch
+    main(["test", *args, f"--ckpt_path={best}", f"--trainer.default_root_dir={tmp_path / 'best'}"])
+    main(["test", *args, f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+          f"--trainer.default_root_dir={tmp_path / 'last'}"])
+    of_best, of_last = (report_of(tmp_path / name / "lightning_logs" / "version_0")
+                        for name in ("best", "last"))
+    tested.pop("checkpoint")
+    tested.pop("validation")  # the fit's report also scores the validation split
+    assert tested == of_best
+    assert tested != of_last
 
 
 def test_the_same_config_twice_gives_the_same_metrics_in_a_new_version(mvtec_root, tmp_path):

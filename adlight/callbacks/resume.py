@@ -5,6 +5,8 @@
 - :class:`RandomStateCheckpoint` stores the random number generators in every checkpoint
   and puts them back when a fit resumes, so the resumed epochs draw the same shuffles,
   augmentations and injected noise as an uninterrupted run would have.
+- :class:`ResumedTopK` carries a monitored ``ModelCheckpoint``'s ranking across a resume
+  into the new version directory, so "the best checkpoint" is the uninterrupted fit's.
 - :func:`find_last_checkpoint` finds the newest ``last.ckpt`` of the earlier versions of a
   run: run directories are versioned (a resumed fit writes into a new ``version_N``, so
   nothing a user has is overwritten), and Lightning's own ``ckpt_path="last"`` only looks
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -111,6 +114,53 @@ class RandomStateCheckpoint(Callback):
         # only a resumed fit continues a random stream; testing from a checkpoint does not
         if trainer.state.fn == "fit" and RNG_STATE_KEY in checkpoint:
             _set_rng_states(checkpoint[RNG_STATE_KEY])
+
+
+class ResumedTopK(Callback):
+    """A resumed fit ranks its monitored checkpoints as the uninterrupted fit would have.
+
+    A resumed fit writes into a new version directory, and when a ``ModelCheckpoint``'s folder
+    changes Lightning restores only its ``best_model_path`` (a file of the earlier version) and
+    forgets the scores: the first validation after the resume became "the best" even when an
+    earlier epoch scored better, so the test after fit (which scores the best checkpoint) tested
+    other weights than the same fit run in one go. On resume this copies the earlier version's
+    kept top-k files into the new checkpoint folder and points the restored state at the copies;
+    the earlier version's files are never changed or deleted (a worse one is dropped as its copy).
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        if trainer.state.fn != "fit":
+            return
+        states = checkpoint.get("callbacks") or {}
+        for callback in trainer.checkpoint_callbacks:
+            state = states.get(callback.state_key)
+            if (isinstance(callback, LastCheckpoint) or callback.monitor is None or not state
+                    or callback.dirpath is None or state.get("dirpath") in (None, callback.dirpath)):
+                continue
+            states[callback.state_key] = _top_k_moved(state, Path(callback.dirpath), trainer)
+
+
+def _top_k_moved(state: dict[str, Any], folder: Path, trainer: L.Trainer) -> dict[str, Any]:
+    """``state`` of a ``ModelCheckpoint`` with its kept files copied into ``folder``."""
+    earlier = Path(state["dirpath"]).resolve()
+    kept = {path for path in (*state.get("best_k_models", {}), state.get("best_model_path"))
+            if path and Path(path).is_file() and Path(path).resolve().parent == earlier}
+    copies = {path: folder / Path(path).name for path in kept}
+    if trainer.is_global_zero:
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, copy in copies.items():
+            if not copy.exists():
+                shutil.copy2(path, copy)
+    trainer.strategy.barrier("adlight-resumed-top-k")  # every rank sees the copies
+    moved = {**state, "dirpath": str(folder), "last_model_path": ""}
+    moved["best_k_models"] = {str(copies[path]): score
+                              for path, score in state.get("best_k_models", {}).items() if path in copies}
+    moved["best_model_path"] = str(copies.get(state.get("best_model_path"), ""))
+    moved["kth_best_model_path"] = str(copies.get(state.get("kth_best_model_path"), ""))
+    if not moved["best_model_path"]:  # its file is gone: rank afresh, as Lightning would
+        moved.update(best_model_score=None, best_k_models={}, kth_best_model_path="")
+    return moved
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -42,6 +43,7 @@ from adlight.callbacks.resume import (
     AtomicCheckpointIO,
     LastCheckpoint,
     RandomStateCheckpoint,
+    ResumedTopK,
     find_last_checkpoint,
 )
 from adlight.callbacks.tracking import RunArtifacts, WandbTestTable
@@ -279,6 +281,7 @@ class AdlightCLI(LightningCLI):
         # appended after construction so that Lightning still adds its default
         # ModelCheckpoint when the config has none (ckpt_path="best" keeps working)
         trainer.callbacks.append(RandomStateCheckpoint())
+        trainer.callbacks.append(ResumedTopK())  # the best checkpoint survives a resume
         if section.get("save_last", True) and trainer_config.get("enable_checkpointing") is not False:
             trainer.callbacks.append(LastCheckpoint())
         # an ETA line per epoch, and progress.json for a sweep that runs this fit elsewhere
@@ -373,7 +376,22 @@ class AdlightCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit", False) and not self.trainer.interrupted:
             # verbose=False: the TestReport callback prints the table (with the thresholds used)
-            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False,
+                              ckpt_path=monitored_best(self.trainer))
+
+
+def monitored_best(trainer: Trainer) -> str | None:
+    """``"best"`` when the fit kept a best checkpoint by a monitored value (a config's
+    ``ModelCheckpoint(monitor=val/loss)``: "the best checkpoint is kept and tested"), so the
+    test after fit scores those weights and their thresholds; ``None`` (the weights in memory,
+    the last epoch's) otherwise. Before, the last epoch was tested whatever the config kept:
+    the small CNN on bottle read AUROC 0.900 / F1 0.167 from epoch 50 where its best checkpoint
+    (epoch 49) gives 0.842 / 0.746."""
+    callback = trainer.checkpoint_callback
+    if callback is None or getattr(callback, "monitor", None) is None:
+        return None
+    best = getattr(callback, "best_model_path", "")
+    return "best" if best and Path(best).is_file() else None
 
 
 def run(args: list[str] | None = None) -> None:
