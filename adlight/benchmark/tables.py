@@ -186,8 +186,8 @@ TABLES: dict[str, Table] = {table.name: table for table in (
         mean_over={"image F1": "columns"},
         notes="Image F1 at the threshold chosen on the validation split (never the test split); "
               "the supervised small CNN at its sigmoid's 0.5, as in the paper, from its best "
-              "checkpoint by validation loss. The DCGAN-augmented AE (mvtec_ae_l2_generated) needs a DCGAN run's generator "
-              "file first and is not part of the table."),
+              "checkpoint by validation loss. The DCGAN-augmented AE (mvtec_ae_l2_generated) "
+              "needs a DCGAN run's generator file first and is not part of the table."),
     Table(
         "fadaeinejad3", "Fadaeinejad Table 3: F1 and accuracy per MVTec AD category",
         lambda configs: sorted((configs / "fadaeinejad").glob("mvtec_*.yaml")),
