@@ -61,6 +61,8 @@ from adlight.data.datasets import collate_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 MVTEC = ["--data.root={data}/mvtec_ad", "--data.category=bottle"]
+CIFAR10 = ["--data.source=folder", "--data.root={data}/cifar10/train",
+           "--data.test_root={data}/cifar10/test", "--data.download=false"]
 # config, the overrides that point it at the shared data, its optimiser arguments
 FAMILIES = [
     ("zhao_karray/ham10000_cae_l2", ["--data.root={data}/ham10000"], ["optimizer"]),
@@ -71,9 +73,8 @@ FAMILIES = [
     ("wilmet/mvtec_ni_cae", MVTEC, ["optimizer"]),
     ("wilmet/mvtec_dcgan", MVTEC, ["generator_optimizer", "discriminator_optimizer"]),
     ("wilmet/mvtec_small_cnn", MVTEC, []),  # RMSprop: no fused kernel in torch
-    ("minhas_zelek/cifar10_efficientnet_lite0_finetune",
-     ["--data.source=folder", "--data.root={data}/cifar10/train",
-      "--data.test_root={data}/cifar10/test", "--data.download=false"], ["optimizer"]),
+    ("minhas_zelek/cifar10_efficientnet_lite0_finetune", CIFAR10, ["optimizer"]),
+    ("minhas_zelek/cifar10_efficientnet_lite0_fixed", CIFAR10, ["optimizer"]),
 ]
 #: configs whose ``cpu`` variant stays in float32: bf16 doubled the backward of EfficientNet's
 #: depthwise convolutions here (687 against 372 CPU ms per batch, docs/performance.md)
