@@ -186,6 +186,25 @@ def test_mean_and_sample_std_over_seeds_with_the_paper_beside(tmp_path):
     assert bce_row["ALL paper"] == "0.590" and bce_row["MEL paper"] == "not recorded"
 
 
+def test_confusion_counts_print_as_whole_numbers_and_a_perfect_auroc_as_one(tmp_path):
+    """minhas1's TP/FP/TN/FN printed 419.000 (n=1); an AUROC of exactly 1.0 stays 1.000."""
+    rows = []
+    for cls, (auroc, tp) in {"airplane": (1.0, 419), "bird": (0.875, 381)}.items():
+        name = f"cifar10_efficientnet_lite0_fixed/data.anomaly_classes={cls}"
+        report = {"image_AUROC": auroc, "image_TP": tp, "image_FP": 62, "image_TN": 438,
+                  "image_FN": 500 - tp}
+        rows.append({"run": name, "config": "configs/minhas_zelek/cifar10_efficientnet_lite0_fixed.yaml",
+                     "grid.data.anomaly_classes": cls, "status": "done",
+                     "run_dir": str(fake_run(tmp_path, name, report))})
+    write_sweep_csv(tmp_path, rows)
+    text = benchmark(["minhas1", "--from-runs", str(tmp_path)], runner=no_runner).read_text()
+    lines = text.splitlines()
+    counts = next(line for line in lines if line.startswith("| cifar10_efficientnet_lite0_fixed / airplane |"))
+    assert [c.strip() for c in counts.strip("|").split("|")][1::2] == [
+        "419 (n=1)", "62 (n=1)", "438 (n=1)", "81 (n=1)"]
+    assert next(line for line in lines if line.startswith("| airplane |")).count("1.000 (n=1)") == 1
+
+
 def test_the_mean_over_categories_is_taken_per_seed(tmp_path):
     values = {("bottle", 0): 0.9, ("screw", 0): 0.7, ("bottle", 1): 1.0, ("screw", 1): 0.6}
     rows = []

@@ -48,9 +48,11 @@ class Summary:
     def text(self) -> str:
         if not self.values:
             return self.problem or "no value"
+        counts = all(isinstance(v, int) for v in self.values)  # TP/FP/TN/FN: whole numbers
         if len(self.values) == 1:
-            return f"{self.mean:.3f} (n=1)"
-        return f"{self.mean:.3f} +- {self.std:.3f} (n={len(self.values)})"
+            return f"{self.values[0]} (n=1)" if counts else f"{self.mean:.3f} (n=1)"
+        digits = 1 if counts else 3
+        return f"{self.mean:.{digits}f} +- {self.std:.{digits}f} (n={len(self.values)})"
 
 
 def problem_of(error: str) -> str:

@@ -65,6 +65,12 @@ def _get(report: dict[str, Any] | None, *keys: str) -> float | None:
     return float(node) if is_number(node) else None
 
 
+def _count(report: dict[str, Any] | None, key: str) -> int | None:
+    """A count of the report (``image_TP``, ...), kept an int so the table prints 419, not 419.000."""
+    value = _get(report, key)
+    return None if value is None else int(value)
+
+
 def _accuracy(report: dict[str, Any] | None) -> float | None:
     counts = [_get(report, f"image_{k}") for k in ("TP", "FP", "TN", "FN")]
     if any(c is None for c in counts) or not sum(counts):
@@ -108,7 +114,7 @@ def _minhas_cells(stem, point, report):
     cells: dict[Cell, float | None] = {("Table I: AUROC", anomaly, stem): _get(report, "image_AUROC")}
     for count in ("TP", "FP", "TN", "FN"):
         cells[("Tables IV-VI: confusion counts at the 0.5 threshold", f"{stem} / {anomaly}", count)] = \
-            _get(report, f"image_{count}")
+            _count(report, f"image_{count}")
     return cells
 
 
