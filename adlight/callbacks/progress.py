@@ -48,7 +48,7 @@ class RunProgress(Callback):
         max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
         record = {"epoch": done, "max_epochs": max_epochs, "elapsed_s": round(now - self._started, 3),
                   "seconds_per_epoch": round(per_epoch, 3),
-                  "eta_s": epoch_eta(done, max_epochs, per_epoch, 1), "time": time.time()}
+                  "eta_s": epoch_eta(done, max_epochs, seconds=per_epoch, epochs_timed=1), "time": time.time()}
         if log_dir is not None:
             write_progress(log_dir, record)
         if self.print_lines:

@@ -384,9 +384,7 @@ def monitored_best(trainer: Trainer) -> str | None:
     """``"best"`` when the fit kept a best checkpoint by a monitored value (a config's
     ``ModelCheckpoint(monitor=val/loss)``: "the best checkpoint is kept and tested"), so the
     test after fit scores those weights and their thresholds; ``None`` (the weights in memory,
-    the last epoch's) otherwise. Before, the last epoch was tested whatever the config kept:
-    the small CNN on bottle read AUROC 0.900 / F1 0.167 from epoch 50 where its best checkpoint
-    (epoch 49) gives 0.842 / 0.746."""
+    the last epoch's) otherwise (docs/operations.md, "Resume")."""
     callback = trainer.checkpoint_callback
     if callback is None or getattr(callback, "monitor", None) is None:
         return None
